@@ -1,0 +1,3 @@
+from jettui.cli import main
+
+raise SystemExit(main())

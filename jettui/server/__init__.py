@@ -1,0 +1,7 @@
+"""The jettui server daemon."""
+
+from jettui.server import methods_server  # noqa: F401  (registers the ServerInterface methods)
+from jettui.server.config import BandwidthOptions, ServerConfig
+from jettui.server.core import Server
+
+__all__ = ["BandwidthOptions", "Server", "ServerConfig"]
