@@ -132,7 +132,9 @@ def cleanup_stale() -> list[str]:
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def socket_in_namespace(ns: str, family: int = socket.AF_INET, type_: int = socket.SOCK_DGRAM) -> socket.socket:
+def socket_in_namespace(
+    ns: str, family: int = socket.AF_INET, type_: int = socket.SOCK_DGRAM
+) -> socket.socket:
     """Create a socket that lives in namespace ``ns`` (setns in a throwaway thread).
 
     setns(CLONE_NEWNET) changes only the calling thread; the socket keeps its namespace for life.
@@ -184,7 +186,9 @@ def reap(proc: subprocess.Popen[Any], timeout: float | None = None) -> tuple[int
         time.sleep(0.02)
 
 
-def stop(proc: subprocess.Popen[Any], grace: float = 2.0, sig: int = signal.SIGTERM) -> tuple[int | None, float]:
+def stop(
+    proc: subprocess.Popen[Any], grace: float = 2.0, sig: int = signal.SIGTERM
+) -> tuple[int | None, float]:
     """Signal the process group of ``proc`` (started with start_new_session), then SIGKILL; reap."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -255,6 +259,7 @@ class Link:
         self.final_stats: dict[str, Any] | None = None
         self.fwd_stderr = ""
         self._closed = False
+        self.congestion_control: str | None = None
 
     # ---- life cycle -------------------------------------------------------------------------
     def __enter__(self) -> Link:
@@ -277,21 +282,35 @@ class Link:
             self._created.append(ns)
         args = [
             str(exe),
-            "--ns-a", f"/var/run/netns/{self.ns_a}",
-            "--ns-b", f"/var/run/netns/{self.ns_b}",
-            "--tun-a", TUN_A,
-            "--tun-b", TUN_B,
-            "--seconds", str(self.seconds),
-            "--rate-mbit", str(self.rate_mbit),
-            "--delay-ms", str(self.rtt_ms / 2.0),
-            "--loss-ab", str(self.loss_ab),
-            "--loss-ba", str(self.loss_ba),
-            "--reorder-ab", str(self.reorder),
-            "--reorder-ba", str(self.reorder),
-            "--reorder-ms", str(self.reorder_ms),
-            "--dup-ab", str(self.duplicate),
-            "--dup-ba", str(self.duplicate),
-        ]  # fmt: skip
+            "--ns-a",
+            f"/var/run/netns/{self.ns_a}",
+            "--ns-b",
+            f"/var/run/netns/{self.ns_b}",
+            "--tun-a",
+            TUN_A,
+            "--tun-b",
+            TUN_B,
+            "--seconds",
+            str(self.seconds),
+            "--rate-mbit",
+            str(self.rate_mbit),
+            "--delay-ms",
+            str(self.rtt_ms / 2.0),
+            "--loss-ab",
+            str(self.loss_ab),
+            "--loss-ba",
+            str(self.loss_ba),
+            "--reorder-ab",
+            str(self.reorder),
+            "--reorder-ba",
+            str(self.reorder),
+            "--reorder-ms",
+            str(self.reorder_ms),
+            "--dup-ab",
+            str(self.duplicate),
+            "--dup-ba",
+            str(self.duplicate),
+        ]
         if self.queue_pkts:
             args += ["--queue-pkts", str(self.queue_pkts)]
         elif self.queue_ms:
@@ -465,7 +484,9 @@ class Link:
     def popen_b(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         return self.popen("b", argv, **kw)
 
-    def socket(self, side: str, family: int = socket.AF_INET, type_: int = socket.SOCK_DGRAM) -> socket.socket:
+    def socket(
+        self, side: str, family: int = socket.AF_INET, type_: int = socket.SOCK_DGRAM
+    ) -> socket.socket:
         return socket_in_namespace(self.ns(side), family, type_)
 
     def wait_listen(self, side: str, port: int, proto: str = "tcp", timeout: float = 10.0) -> None:
@@ -480,12 +501,16 @@ class Link:
         raise LinkError(f"nothing listening on {proto} port {port} in {self.ns(side)}")
 
     def set_congestion_control(self, algo: str) -> None:
-        """Pin net.ipv4.tcp_congestion_control in both namespaces (the box default is bbr)."""
-        for side in ("a", "b"):
-            self.run(side, ["sysctl", "-q", "-w", f"net.ipv4.tcp_congestion_control={algo}"], timeout=10)
-            got = self.run(side, ["sysctl", "-n", "net.ipv4.tcp_congestion_control"], timeout=10).stdout.strip()
-            if got != algo:
-                raise LinkError(f"congestion control in {self.ns(side)} is {got!r}, wanted {algo!r}")
+        """Pin the TCP congestion control of every connection over the link to ``algo``, in both
+        namespaces, with a per-route ``congctl`` (the box default is bbr; a namespace may not set
+        net.ipv4.tcp_congestion_control to an algorithm outside the host's allowed list, a route may).
+        """
+        for side, tun, local, peer in (("a", TUN_A, ADDR_A, ADDR_B), ("b", TUN_B, ADDR_B, ADDR_A)):
+            _ip("-n", self.ns(side), "route", "replace", peer, "dev", tun, "src", local, "congctl", algo)
+            routes = _ip("-n", self.ns(side), "route", "show", peer).stdout
+            if f"congctl {algo}" not in routes:
+                raise LinkError(f"could not pin congestion control {algo} in {self.ns(side)}: {routes!r}")
+        self.congestion_control = algo
 
     # ---- self-check ---------------------------------------------------------------------------
     def measure_rtt(self, count: int = 20) -> dict[str, float]:
@@ -499,7 +524,9 @@ class Link:
             raise LinkError(f"ping gave no RTT: {out!r}")
         return {"min": float(m.group(1)), "avg": float(m.group(2)), "max": float(m.group(3))}
 
-    def measure_loss(self, direction: str = "ab", count: int = 5000, size: int = 500, mbit: float = 20.0) -> float:
+    def measure_loss(
+        self, direction: str = "ab", count: int = 5000, size: int = 500, mbit: float = 20.0
+    ) -> float:
         """Send ``count`` numbered UDP datagrams paced at ``mbit`` and return the fraction not received."""
         src_side, dst_side = ("a", "b") if direction == "ab" else ("b", "a")
         dst_addr = ADDR_B if direction == "ab" else ADDR_A
@@ -556,11 +583,26 @@ class Link:
         try:
             self.wait_listen("b", port)
             self.run_a(
-                ["iperf3", "-c", ADDR_B, "-B", ADDR_A, "-p", str(port), "-u", "-b", f"{offer}M",
-                 "-l", "1400", "-t", str(seconds), "-J"],
+                [
+                    "iperf3",
+                    "-c",
+                    ADDR_B,
+                    "-B",
+                    ADDR_A,
+                    "-p",
+                    str(port),
+                    "-u",
+                    "-b",
+                    f"{offer}M",
+                    "-l",
+                    "1400",
+                    "-t",
+                    str(seconds),
+                    "-J",
+                ],
                 timeout=seconds + 30,
                 check=False,
-            )  # fmt: skip
+            )
             out, _ = srv.communicate(timeout=15)
             data = json.loads(out)
             rates = [iv["sum"]["bits_per_second"] for iv in data["intervals"][1:]] or [
@@ -654,7 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             c = f[d]
             print(
                 f"  {d}: in {c['rx_pkts']} pkts, out {c['tx_pkts']}, dropped loss {c['drop_loss_pkts']} "
-                f"queue {c['drop_queue_pkts']} write {c['drop_write_pkts']}, max backlog {c['max_backlog_ms']:.1f} ms"
+                f"queue {c['drop_queue_pkts']} write {c['drop_write_pkts']}, "
+                f"max backlog {c['max_backlog_ms']:.1f} ms"
             )
     return 0
 

@@ -39,6 +39,7 @@ from netlink import ADDR_A, ADDR_B, Link, LinkError, reap, stop
 SSH_PORT = 22
 IPERF_PORT = 5201
 UFTP_PORT = 1044
+UFTP_BLOCK = 1300  # uftp -b: data bytes per packet (NAKs count blocks)
 APT_PACKAGES = {
     "iperf3": "iperf3",
     "rsync": "rsync",
@@ -236,19 +237,30 @@ def _tail(data: bytes | str | None, n: int = 300) -> str:
     return " ".join(s.strip().split())[-n:]
 
 
+@dataclass
+class ClientRun:
+    rc: int | None  # None: killed at max_seconds
+    seconds: float
+    cpu_s: float
+    output: str
+    partial_bytes: int = 0  # bytes under dst_dir when it was killed
+
+
 def _client_run(
     link: Link, argv: list[str], max_seconds: float, dst: Path, env: dict[str, str] | None = None
-) -> tuple[int | None, float, float, str]:
-    """Run a client in namespace A, bounded; return (rc or None on timeout, seconds, cpu_s, output)."""
+) -> ClientRun:
+    """Run a client in namespace A, bounded by ``max_seconds`` (then killed)."""
     with tempfile.TemporaryFile() as out:
         t0 = time.monotonic()
         p = link.popen_a(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         rc, cpu = reap(p, max_seconds)
         seconds = time.monotonic() - t0
+        partial = 0
         if rc is None:
+            partial = tree_bytes(dst)  # before the kill: rsync deletes its temporary file
             _, cpu = stop(p, grace=1.0)
         out.seek(0)
-        return rc, seconds, cpu, out.read().decode(errors="replace")
+        return ClientRun(rc, seconds, cpu, out.read().decode(errors="replace"), partial)
 
 
 def _finish(
@@ -256,28 +268,20 @@ def _finish(
     meter: Meter,
     src: Path,
     dst_dir: Path,
-    rc: int | None,
-    seconds: float,
-    cpu_a: float,
+    run: ClientRun,
     cpu_b: float,
-    output: str,
     retrans: int | None,
     note: str = "",
 ) -> dict[str, Any]:
     payload = payload_size(src)
     target = _verify_target(src, dst_dir)
-    if rc is None:
-        got = tree_bytes(dst_dir)
-        return _result(
-            payload=got, seconds=seconds, meter=meter, cpu_a_s=cpu_a, cpu_b_s=cpu_b, ok=False,
-            status="timeout", retrans=retrans, note=f"partial: {got} of {payload} B; {note}".strip("; "),
-        )  # fmt: skip
-    ok = rc == 0 and same_content(src, target)
-    status = "ok" if ok else f"failed: rc={rc} {_tail(output, 200)}".strip()
-    return _result(
-        payload=payload if ok else tree_bytes(dst_dir), seconds=seconds, meter=meter, cpu_a_s=cpu_a,
-        cpu_b_s=cpu_b, ok=ok, status=status, retrans=retrans, note=note,
-    )  # fmt: skip
+    common = dict(seconds=run.seconds, meter=meter, cpu_a_s=run.cpu_s, cpu_b_s=cpu_b, retrans=retrans)
+    if run.rc is None:
+        note = f"partial: {run.partial_bytes} of {payload} B in {run.seconds:.0f} s; {note}".strip("; ")
+        return _result(payload=run.partial_bytes, ok=False, status="timeout", note=note, **common)
+    ok = run.rc == 0 and same_content(src, target)
+    status = "ok" if ok else f"failed: rc={run.rc} {_tail(run.output, 200)}".strip()
+    return _result(payload=payload if ok else tree_bytes(dst_dir), ok=ok, status=status, note=note, **common)
 
 
 # ---- iperf3 (raw references, memory to memory) -----------------------------------------------
@@ -302,14 +306,26 @@ def run_iperf3_tcp(
     try:
         link.wait_listen("b", IPERF_PORT)
         with Meter(link) as meter:
-            argv = ["iperf3", "-c", ADDR_B, "-B", ADDR_A, "-p", str(IPERF_PORT), "-C", cc,
-                    "-t", str(iperf_seconds), "-J"]  # fmt: skip
-            rc, seconds, cpu_a, out = _client_run(link, argv, min(max_seconds, iperf_seconds + 30), dst_dir)
-        _, cpu_b = stop(srv, grace=2.0)
+            argv = [
+                "iperf3",
+                "-c",
+                ADDR_B,
+                "-B",
+                ADDR_A,
+                "-p",
+                str(IPERF_PORT),
+                "-C",
+                cc,
+                "-t",
+                str(iperf_seconds),
+                "-J",
+            ]
+            run = _client_run(link, argv, min(max_seconds, iperf_seconds + 30), dst_dir)
+        _, cpu_b = reap(srv, 3.0)
     finally:
         stop(srv, grace=0.5)
     try:
-        data = json.loads(out)
+        data = json.loads(run.output)
         end = data["end"]
         recv = end["sum_received"]
         goodput = recv["bits_per_second"] / 1e6
@@ -318,19 +334,38 @@ def run_iperf3_tcp(
         cc_used = end.get("sender_tcp_congestion", cc)
     except (ValueError, KeyError) as exc:
         return _result(
-            payload=0, seconds=seconds, meter=meter, cpu_a_s=cpu_a, cpu_b_s=cpu_b, ok=False,
-            status=f"failed: {exc!r} {_tail(out)}", retrans=None,
-        )  # fmt: skip
+            payload=0,
+            seconds=run.seconds,
+            meter=meter,
+            cpu_a_s=run.cpu_s,
+            cpu_b_s=cpu_b,
+            ok=False,
+            status=f"failed: {exc!r} {_tail(run.output)}",
+            retrans=None,
+        )
     if cc_used != cc:
         return _result(
-            payload=0, seconds=seconds, meter=meter, cpu_a_s=cpu_a, cpu_b_s=cpu_b, ok=False,
-            status=f"failed: sender used {cc_used}, wanted {cc}", retrans=None,
-        )  # fmt: skip
+            payload=0,
+            seconds=run.seconds,
+            meter=meter,
+            cpu_a_s=run.cpu_s,
+            cpu_b_s=cpu_b,
+            ok=False,
+            status=f"failed: sender used {cc_used}, wanted {cc}",
+            retrans=None,
+        )
     res = _result(
-        payload=payload, seconds=dur, meter=meter, cpu_a_s=cpu_a, cpu_b_s=cpu_b, ok=None, status="n/a",
-        retrans=meter.delta("ab", "tcp_retrans_bytes"), goodput_mbit=goodput,
+        payload=payload,
+        seconds=dur,
+        meter=meter,
+        cpu_a_s=run.cpu_s,
+        cpu_b_s=cpu_b,
+        ok=None,
+        status="n/a",
+        retrans=meter.delta("ab", "tcp_retrans_bytes"),
+        goodput_mbit=goodput,
         note=f"memory to memory, {iperf_seconds:g} s, cc={cc_used}",
-    )  # fmt: skip
+    )
     return res
 
 
@@ -354,11 +389,26 @@ def run_iperf3_udp(
         link.wait_listen("b", IPERF_PORT)
         offer = link.rate_mbit * 1400 / 1428 if link.rate_mbit else 1000.0
         with Meter(link) as meter:
-            argv = ["iperf3", "-c", ADDR_B, "-B", ADDR_A, "-p", str(IPERF_PORT), "-u", "-b", f"{offer:.3f}M",
-                    "-l", "1400", "-t", str(iperf_seconds), "-J"]  # fmt: skip
-            rc, seconds, cpu_a, out = _client_run(link, argv, min(max_seconds, iperf_seconds + 30), dst_dir)
-        srv_out, _ = srv.communicate(timeout=10)
-        _, cpu_b = reap(srv, 5)
+            argv = [
+                "iperf3",
+                "-c",
+                ADDR_B,
+                "-B",
+                ADDR_A,
+                "-p",
+                str(IPERF_PORT),
+                "-u",
+                "-b",
+                f"{offer:.3f}M",
+                "-l",
+                "1400",
+                "-t",
+                str(iperf_seconds),
+                "-J",
+            ]
+            run = _client_run(link, argv, min(max_seconds, iperf_seconds + 30), dst_dir)
+        _, cpu_b = reap(srv, 10)  # the JSON report (a few kB) fits in the pipe buffer
+        srv_out = srv.stdout.read() if srv.stdout else b""
     finally:
         stop(srv, grace=0.5)
     try:
@@ -368,14 +418,27 @@ def run_iperf3_udp(
         goodput = received * 8 / s["seconds"] / 1e6
     except (ValueError, KeyError, TypeError) as exc:
         return _result(
-            payload=0, seconds=seconds, meter=meter, cpu_a_s=cpu_a, cpu_b_s=cpu_b, ok=False,
-            status=f"failed: {exc!r} {_tail(out)}", retrans=None,
-        )  # fmt: skip
+            payload=0,
+            seconds=run.seconds,
+            meter=meter,
+            cpu_a_s=run.cpu_s,
+            cpu_b_s=cpu_b,
+            ok=False,
+            status=f"failed: {exc!r} {_tail(run.output)}",
+            retrans=None,
+        )
     return _result(
-        payload=received, seconds=s["seconds"], meter=meter, cpu_a_s=cpu_a, cpu_b_s=cpu_b, ok=None,
-        status="n/a", retrans=0, goodput_mbit=goodput,
+        payload=received,
+        seconds=s["seconds"],
+        meter=meter,
+        cpu_a_s=run.cpu_s,
+        cpu_b_s=cpu_b,
+        ok=None,
+        status="n/a",
+        retrans=0,
+        goodput_mbit=goodput,
         note=f"offered {offer:.1f} Mbit/s payload, receiver lost {s['lost_percent']:.2f} %",
-    )  # fmt: skip
+    )
 
 
 # ---- ssh-based peers -------------------------------------------------------------------------
@@ -431,14 +494,21 @@ def sshd(link: Link, kd: Path) -> Iterator[subprocess.Popen[Any]]:
 
 def ssh_options(kd: Path) -> list[str]:
     return [
-        "-F", "/dev/null",
-        "-i", str(kd / "client_ed25519"),
-        "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "BatchMode=yes",
-        "-o", "LogLevel=ERROR",
-        "-o", "ConnectTimeout=20",
-    ]  # fmt: skip
+        "-F",
+        "/dev/null",
+        "-i",
+        str(kd / "client_ed25519"),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=20",
+    ]
 
 
 def _ssh_transfer(
@@ -448,13 +518,11 @@ def _ssh_transfer(
     dst_dir.mkdir(parents=True, exist_ok=True)
     with ssh_keys() as kd, sshd(link, kd) as server:
         with Meter(link) as meter:
-            rc, seconds, cpu_a, out = _client_run(link, make_argv(kd), max_seconds, dst_dir)
+            run = _client_run(link, make_argv(kd), max_seconds, dst_dir)
         time.sleep(0.2)  # let sshd reap its session children so their CPU is in its rusage
         _, cpu_b = stop(server, grace=2.0)
-    return _finish(
-        link, meter, src, dst_dir, rc, seconds, cpu_a, cpu_b, out,
-        retrans=meter.delta("ab", "tcp_retrans_bytes"), note=f"cc={cc}",
-    )  # fmt: skip
+    retrans = meter.delta("ab", "tcp_retrans_bytes")
+    return _finish(link, meter, src, dst_dir, run, cpu_b, retrans=retrans, note=f"cc={cc}")
 
 
 def run_rsync(
@@ -512,21 +580,42 @@ def run_uftp(
         )
         try:
             link.wait_listen("b", UFTP_PORT, proto="udp")
-            argv = ["uftp", "-M", ADDR_B, "-I", ADDR_A, "-p", str(UFTP_PORT), "-R", str(rate_kbps), "-C", "none",
-                    "-b", "1300", "-B", str(8 << 20), "-H", uftp_client_id(ADDR_B), "-S", str(status_file),
-                    *crypto, str(src_path)]  # fmt: skip
+            argv = [
+                "uftp",
+                "-M",
+                ADDR_B,
+                "-I",
+                ADDR_A,
+                "-p",
+                str(UFTP_PORT),
+                "-R",
+                str(rate_kbps),
+                "-C",
+                "none",
+                "-b",
+                str(UFTP_BLOCK),
+                "-B",
+                str(8 << 20),
+                "-H",
+                uftp_client_id(ADDR_B),
+                "-S",
+                str(status_file),
+                *crypto,
+                str(src_path),
+            ]
             with Meter(link) as meter:
-                rc, seconds, cpu_a, out = _client_run(link, argv, max_seconds, dst_dir)
+                run = _client_run(link, argv, max_seconds, dst_dir)
             time.sleep(0.2)
             _, cpu_b = stop(srv, grace=2.0)
         finally:
             stop(srv, grace=0.5)
         status = status_file.read_text(errors="replace") if status_file.exists() else ""
     note = f"-R {rate_kbps} kbit/s, {' '.join(crypto)}"
-    m = re.search(r"^STATS;[^;]*;\d+;\d+;\d+;(\d+);([\d.]+);", status, re.M)
+    m = re.search(r"^STATS;[^;]*;\d+;\d+;\d+;[^;]*;([\d.]+);", status, re.M)
     if m:
-        note += f"; uftp file time {float(m.group(2)):.2f} s"
-    return _finish(link, meter, src_path, dst_dir, rc, seconds, cpu_a, cpu_b, out, retrans=None, note=note)
+        note += f"; uftp file time {float(m.group(1)):.2f} s"
+    naks = sum(int(n) for n in re.findall(r"Got (\d+) NAKs", run.output))
+    return _finish(link, meter, src_path, dst_dir, run, cpu_b, retrans=naks * UFTP_BLOCK, note=note)
 
 
 # ---- registry --------------------------------------------------------------------------------
@@ -541,6 +630,10 @@ class Peer:
     tools: tuple[str, ...] = ()
 
 
+RSYNC_TOOLS = ("rsync", "ssh", "ssh-keygen", "/usr/sbin/sshd")
+SCP_TOOLS = ("scp", "ssh-keygen", "/usr/sbin/sshd")
+
+
 def registry() -> dict[str, Peer]:
     from peers_jettui import run_jettui
 
@@ -551,10 +644,10 @@ def registry() -> dict[str, Peer]:
             Peer("iperf3-cubic", run_iperf3_tcp, {"cc": "cubic"}, trees=False, tools=("iperf3",)),
             Peer("iperf3-bbr", run_iperf3_tcp, {"cc": "bbr"}, trees=False, tools=("iperf3",)),
             Peer("iperf3-udp", run_iperf3_udp, {}, trees=False, tools=("iperf3",)),
-            Peer("rsync-cubic", run_rsync, {"cc": "cubic"}, fixed_cipher="ssh", tools=("rsync", "ssh", "/usr/sbin/sshd")),
-            Peer("rsync-bbr", run_rsync, {"cc": "bbr"}, fixed_cipher="ssh", tools=("rsync", "ssh", "/usr/sbin/sshd")),
-            Peer("scp-cubic", run_scp, {"cc": "cubic"}, fixed_cipher="ssh", tools=("scp", "/usr/sbin/sshd")),
-            Peer("scp-bbr", run_scp, {"cc": "bbr"}, fixed_cipher="ssh", tools=("scp", "/usr/sbin/sshd")),
+            Peer("rsync-cubic", run_rsync, {"cc": "cubic"}, fixed_cipher="ssh", tools=RSYNC_TOOLS),
+            Peer("rsync-bbr", run_rsync, {"cc": "bbr"}, fixed_cipher="ssh", tools=RSYNC_TOOLS),
+            Peer("scp-cubic", run_scp, {"cc": "cubic"}, fixed_cipher="ssh", tools=SCP_TOOLS),
+            Peer("scp-bbr", run_scp, {"cc": "bbr"}, fixed_cipher="ssh", tools=SCP_TOOLS),
             Peer("uftp", run_uftp, {}, uses_cipher=True, tools=("uftp", "uftpd")),
         ]
     }

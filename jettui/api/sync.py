@@ -53,8 +53,12 @@ def portal() -> Portal:
 class _SyncInterface:
     _async_attr = ""
 
-    def __init__(self, api_interface: APIInterface, sync_interface: Portal | None = None,
-                 logging_interface: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        api_interface: APIInterface,
+        sync_interface: Portal | None = None,
+        logging_interface: logging.Logger | None = None,
+    ) -> None:
         self._api_interface = api_interface
         self._portal = sync_interface or portal()
         self._log = logging_interface or log

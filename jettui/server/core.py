@@ -170,14 +170,20 @@ class Server:
 
     def _check_password(self, user_name: str, password: str) -> Principal | None:
         cfg = self.config
-        if cfg.embedded_user is not None and cfg.embedded_secret is not None and user_name == cfg.embedded_user:
+        if (
+            cfg.embedded_user is not None
+            and cfg.embedded_secret is not None
+            and user_name == cfg.embedded_user
+        ):
             if hmac.compare_digest(password.encode(), cfg.embedded_secret.encode()):
                 return Principal(user_name, uid=os.getuid(), superuser_eligible=True)
             return None
         user = self.users.verify(user_name, password)
         if user is None:
             return None
-        return Principal(user.name, user.uid, user.group, superuser_eligible=self.superuser_eligible(user.name))
+        return Principal(
+            user.name, user.uid, user.group, superuser_eligible=self.superuser_eligible(user.name)
+        )
 
     async def authenticate_token(
         self, peer: str, token: str, password: str | None, token_session: str | None

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jettui.constants import Permissions
+from jettui.constants import PERMISSION_NONE, Permissions
 from jettui.errors import CommandError
 from jettui.validate import bind_arguments
 
@@ -41,7 +41,9 @@ class MethodSpec:
     auth: bool
     """Needs an authenticated session."""
     async_request: bool
-    """Answers with a Request Structure and runs in the request table."""
+    """Answers with a Request Structure and runs in the request table.  Its handler checks
+    the arguments at once (so bad input fails the call itself) and returns the work: a
+    zero-argument coroutine function that the request table runs."""
     superuser: bool
     """Needs superuser() on the session."""
     permission: Permissions
@@ -56,7 +58,7 @@ def method(
     *,
     auth: bool = True,
     superuser: bool = False,
-    permission: Permissions = Permissions(0),
+    permission: Permissions = PERMISSION_NONE,
     async_request: bool | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a handler ``async def h(call: Call, **params)`` under the wire name ``name``."""
@@ -88,5 +90,6 @@ async def dispatch(server: Server, session: Session, name: str, params: dict[str
     call = Call(server, session, name)
     if not spec.async_request:
         return await spec.handler(call, **kwargs)
-    req = server.requests.start(name, session.owner_keys, lambda: spec.handler(call, **kwargs))
+    work = await spec.handler(call, **kwargs)
+    req = server.requests.start(name, session.owner_keys, work)
     return req.structure()

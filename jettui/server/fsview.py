@@ -89,6 +89,8 @@ _S_IFMT = 0o170000
 _S_IFREG = stat.S_IFREG
 _S_IFDIR = stat.S_IFDIR
 _S_IFLNK = stat.S_IFLNK
+# File type bits -> ls type; anything else (devices, FIFOs, sockets) is not listed.
+_KIND_OF = {_S_IFREG: LS_TYPE_REGULAR, _S_IFDIR: LS_TYPE_DIRECTORY, _S_IFLNK: LS_TYPE_SYMLINK}
 
 
 class _OpenHow(ctypes.Structure):
@@ -461,6 +463,7 @@ class FileSystemView:
         no_write = ~ACCESS_WRITE if readonly else ~0
         files: list[dict[str, Any]] = []
         append = files.append
+        kind_of = _KIND_OF.get
         with os.scandir(fd) as entries:
             for entry in entries:
                 try:
@@ -468,14 +471,8 @@ class FileSystemView:
                 except FileNotFoundError:
                     continue  # removed while we listed
                 mode = st.st_mode
-                fmt = mode & _S_IFMT
-                if fmt == _S_IFREG:
-                    kind, size = LS_TYPE_REGULAR, st.st_size
-                elif fmt == _S_IFDIR:
-                    kind, size = LS_TYPE_DIRECTORY, 0
-                elif fmt == _S_IFLNK:
-                    kind, size = LS_TYPE_SYMLINK, 0
-                else:
+                kind = kind_of(mode & _S_IFMT)
+                if kind is None:
                     continue  # devices, FIFOs, sockets: not transferable, not in the seed's types
                 if root_override:
                     bits = 7 if (mode & 0o111 or kind == LS_TYPE_DIRECTORY) else 6
@@ -488,7 +485,7 @@ class FileSystemView:
                     {
                         "name": entry.name,
                         "type": kind,
-                        "size": size,
+                        "size": st.st_size if kind == LS_TYPE_REGULAR else 0,
                         "mtime": ns // 1_000_000_000,
                         "mtimeus": ns // 1000,
                         "access": bits & no_write,
@@ -577,7 +574,8 @@ class FileSystemView:
         try:
             return self._open(root, parts, flags | os.O_DIRECTORY)
         except OSError as exc:
-            if exc.errno != errno.ENOENT:
+            # Missing, or a file in the way: the step-by-step loop below says which.
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
                 raise self._error(exc, vpath, "create directory")
         here = self._open(root, (), _O_SEARCH | os.O_DIRECTORY)
         try:

@@ -8,6 +8,7 @@ import importlib.metadata
 import platform
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jettui import __version__
@@ -15,6 +16,7 @@ from jettui.constants import API_VERSION, HASH_TYPES, Permissions
 from jettui.errors import CommandError
 from jettui.server.core import now_us
 from jettui.server.dispatch import Call, method
+from jettui.server.fsview import FileSystemView
 
 P = Permissions
 MAX_SLEEP_MS = 3_600_000
@@ -36,18 +38,24 @@ def _hash_type(value: str | None) -> str | None:
     return value
 
 
-def _fs(call: Call) -> Any:
-    from jettui.server.fsview import FileSystemView
-
+def _fs(call: Call) -> FileSystemView:
     if call.session.fs is None:
         call.session.require_auth()
         call.session.fs = FileSystemView(call.server.sandbox_for(call.session.principal))  # type: ignore[arg-type]
     return call.session.fs  # type: ignore[no-any-return]
 
 
-async def _run_fs(call: Call, func_name: str, *args: Any) -> Any:
+Work = Callable[[], Awaitable[Any]]
+
+
+def _fs_work(call: Call, func_name: str, *args: Any) -> Work:
+    """The work of a file request: the blocking FileSystemView call, in a worker thread."""
     fs = _fs(call)
-    return await asyncio.to_thread(getattr(fs, func_name), *args)
+
+    async def work() -> Any:
+        return await asyncio.to_thread(getattr(fs, func_name), *args)
+
+    return work
 
 
 # -- authentication ---------------------------------------------------------------------------
@@ -58,18 +66,24 @@ async def authAsync(
     password: str | None = None,
     token: str | None = None,
     tokenSession: str | None = None,
-) -> None:
-    if token is not None:
-        if userName is not None:
-            raise CommandError("authAsync: userName must be None when token is set")
-        principal = await call.server.authenticate_token(call.session.peer, token, password, tokenSession)
-    else:
-        if not userName:
-            raise CommandError("authAsync: userName is required (or a token)")
-        principal = await call.server.authenticate_password(call.session.peer, userName, password or "")
-    call.session.close_fs()
-    call.session.principal = principal
-    call.server.on_authenticated(call.session)
+) -> Work:
+    if token is not None and userName is not None:
+        raise CommandError("authAsync: userName must be None when token is set")
+    if token is None and not userName:
+        raise CommandError("authAsync: userName is required (or a token)")
+
+    async def work() -> None:
+        if token is not None:
+            principal = await call.server.authenticate_token(call.session.peer, token, password, tokenSession)
+        else:
+            principal = await call.server.authenticate_password(
+                call.session.peer, userName or "", password or ""
+            )
+        call.session.close_fs()
+        call.session.principal = principal
+        call.server.on_authenticated(call.session)
+
+    return work
 
 
 @method("server.superuser")
@@ -186,7 +200,9 @@ async def getServerInfo(call: Call) -> dict[str, Any]:
         "serverExternalAddress": server.external_address,
         "serverId": server.server_id,
         "serverName": server.server_name,
-        "serverPlatform": {"linux": "linux", "darwin": "macOS", "win32": "windows"}.get(sys.platform, sys.platform),
+        "serverPlatform": {"linux": "linux", "darwin": "macOS", "win32": "windows"}.get(
+            sys.platform, sys.platform
+        ),
         "serverTime": now_us(),
         "serverUid": server.server_uid,
         "sharedTokensAvailable": False,
@@ -214,54 +230,54 @@ async def getServerInfo(call: Call) -> dict[str, Any]:
 
 # -- files ------------------------------------------------------------------------------------------
 @method("server.lsRootsAsync", permission=P.BROWSE)
-async def lsRootsAsync(call: Call) -> dict[str, Any]:
-    return await _run_fs(call, "ls_roots")  # type: ignore[no-any-return]
+async def lsRootsAsync(call: Call) -> Work:
+    return _fs_work(call, "ls_roots")
 
 
 @method("server.lsAsync", permission=P.BROWSE)
 async def lsAsync(
     call: Call, path: str, directory: bool | None = None, calculateHashType: str | None = None
-) -> dict[str, Any]:
+) -> Work:
     hash_type = _hash_type(calculateHashType)
     if hash_type is not None:
         call.session.require_permission(call.method + " with calculateHashType", P.READ)
-    return await _run_fs(call, "ls", path, bool(directory), hash_type)  # type: ignore[no-any-return]
+    return _fs_work(call, "ls", path, bool(directory), hash_type)
 
 
 @method("server.lsListAsync", permission=P.BROWSE)
 async def lsListAsync(
     call: Call, pathList: list[str], statOnly: bool | None = None, calculateHashType: str | None = None
-) -> list[dict[str, Any]]:
+) -> Work:
     hash_type = _hash_type(calculateHashType)
     if hash_type is not None:
         call.session.require_permission(call.method + " with calculateHashType", P.READ)
-    return await _run_fs(call, "ls_list", list(pathList), bool(statOnly), hash_type)  # type: ignore[no-any-return]
+    return _fs_work(call, "ls_list", list(pathList), bool(statOnly), hash_type)
 
 
 @method("server.duAsync", permission=P.BROWSE)
-async def duAsync(call: Call, path: str) -> dict[str, int]:
-    return await _run_fs(call, "du", path)  # type: ignore[no-any-return]
+async def duAsync(call: Call, path: str) -> Work:
+    return _fs_work(call, "du", path)
 
 
 @method("server.mkdirAsync", permission=P.WRITE)
-async def mkdirAsync(call: Call, path: str) -> None:
-    await _run_fs(call, "mkdir", path)
+async def mkdirAsync(call: Call, path: str) -> Work:
+    return _fs_work(call, "mkdir", path)
 
 
 @method("server.mkFileAsync", permission=P.WRITE)
 async def mkFileAsync(
     call: Call, path: str, size: int, fillRandom: bool = False, modifyExisting: bool = False
-) -> None:
+) -> Work:
     if size < 0:
         raise CommandError(f"mkFileAsync: size must not be negative (got {size})")
-    await _run_fs(call, "mkfile", path, size, bool(fillRandom), bool(modifyExisting))
+    return _fs_work(call, "mkfile", path, size, bool(fillRandom), bool(modifyExisting))
 
 
 @method("server.mvAsync", permission=P.WRITE | P.DELETE)
-async def mvAsync(call: Call, path: str, newPath: str) -> None:
-    await _run_fs(call, "mv", path, newPath)
+async def mvAsync(call: Call, path: str, newPath: str) -> Work:
+    return _fs_work(call, "mv", path, newPath)
 
 
 @method("server.rmAsync", permission=P.DELETE)
-async def rmAsync(call: Call, path: str) -> None:
-    await _run_fs(call, "rm", path)
+async def rmAsync(call: Call, path: str) -> Work:
+    return _fs_work(call, "rm", path)

@@ -80,7 +80,10 @@ class RequestTable:
             req.status, req.error_message = REQUEST_STATUS_ERROR, "request cancelled: the server is stopping"
             raise
         except Exception as exc:  # a bug in a handler must not kill the server
-            req.status, req.error_message = REQUEST_STATUS_ERROR, f"internal error: {exc.__class__.__name__}: {exc}"
+            req.status, req.error_message = (
+                REQUEST_STATUS_ERROR,
+                f"internal error: {exc.__class__.__name__}: {exc}",
+            )
         finally:
             req.finished = self._clock()
             req.done.set()

@@ -122,12 +122,15 @@ class Pacer:
     def credit(self) -> float:
         return self._credit
 
-    def next_send_time(self, now: float, nbytes: int) -> float:
-        """When ``nbytes`` of credit will exist, rounded up to at least one tick from now."""
-        if self._credit >= nbytes:
-            return now
-        wait = (nbytes - self._credit) / self.rate if self.rate > 0 else math.inf
-        return now + max(wait, self.tick)
+    def next_send_time(self) -> float:
+        """When credit turns positive again, at least one tick after the last refill."""
+        last = self._last
+        if last is None:
+            return -math.inf
+        if self._credit > 0:
+            return last
+        wait = -self._credit / self.rate if self.rate > 0 else math.inf
+        return last + max(wait, self.tick)
 
     def reset_idle(self, now: float) -> None:
         """Forget credit: after an idle or stalled period start from an empty bucket."""
@@ -204,7 +207,9 @@ class RateController:
             dt_r = recv_time - self._last_recv[0]
             if dt_r > 0.002:
                 sample = (bytes_received - self._last_recv[1]) / dt_r
-                self.delivery_rate = sample if self.delivery_rate == 0 else 0.5 * self.delivery_rate + 0.5 * sample
+                self.delivery_rate = (
+                    sample if self.delivery_rate == 0 else 0.5 * self.delivery_rate + 0.5 * sample
+                )
                 self._last_recv = (recv_time, bytes_received)
         else:
             self._last_recv = (recv_time, bytes_received)

@@ -75,9 +75,7 @@ class FrameBuffer:
             # Check the claim before waiting for (and buffering) its body.
             (length,) = _LENGTH.unpack_from(self._buf)
             if length > self.max_frame:
-                raise RemoteProtocolError(
-                    f"frame of {length} bytes exceeds the {self.max_frame}-byte limit"
-                )
+                raise RemoteProtocolError(f"frame of {length} bytes exceeds the {self.max_frame}-byte limit")
 
     @property
     def buffered(self) -> int:

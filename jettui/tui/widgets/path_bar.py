@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import humanize
-from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual.reactive import reactive
@@ -125,26 +124,32 @@ class PaneStatus(Widget):
 
     def render(self) -> Text:
         base = self.rich_style
-        sep = " · "
-        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        escaped_style = base + self.get_component_rich_style("pane-status--escaped", partial=True)
+        # Parts in priority order: on a narrow pane the later ones are left out whole
+        # rather than cut mid-word (the sort order is also visible from the list itself).
+        parts: list[Text] = []
         if self.selected_count:
             size = humanize.naturalsize(self.selected_size, binary=True)
-            text.append(
-                f"{self.selected_count:,} selected, {size}",
-                base + self.get_component_rich_style("pane-status--selected", partial=True),
-            )
-            text.append(sep, base)
+            style = base + self.get_component_rich_style("pane-status--selected", partial=True)
+            parts.append(Text(f"{self.selected_count:,} selected, {size}", style))
         if self.shown == self.total:
-            text.append(f"{self.total:,} entries", base)
+            parts.append(Text(f"{self.total:,} entries", base))
         else:
-            text.append(f"{self.shown:,} of {self.total:,} entries", base)
+            parts.append(Text(f"{self.shown:,} of {self.total:,} entries", base))
         if self.filter_text:
-            text.append(f"{sep}filter: ", base)
-            escaped_style = base + self.get_component_rich_style("pane-status--escaped", partial=True)
             runs = escape_name(self.filter_text, allow_slash=True)
-            text.append_text(_runs_to_text(runs, base, escaped_style))
+            parts.append(Text("filter: ", base) + _runs_to_text(runs, base, escaped_style))
         arrow = "↓" if self.sort_reverse else "↑"
-        text.append(f"{sep}sort: {_SORT_LABELS[self.sort_key]} {arrow}", base)
-        if cell_len(text.plain) > self.size.width > 0:
-            text.truncate(self.size.width, overflow="ellipsis")
+        parts.append(Text(f"sort: {_SORT_LABELS[self.sort_key]} {arrow}", base))
+
+        width = self.size.width
+        sep = Text(" · ", base)
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        for part in parts:
+            addition = part if not text else sep + part
+            if text and width and text.cell_len + addition.cell_len > width:
+                continue
+            text.append_text(addition)
+        if width and text.cell_len > width:
+            text.truncate(width, overflow="ellipsis")
         return text

@@ -1,0 +1,516 @@
+"""The receiving side of a transfer session, sans-IO (aioquic's shape).
+
+Strategy: every DATA block is checked against the manifest (known file, block number
+inside the declared size, exact length) before it reaches the :class:`BlockSink`, then
+recorded in the file's :class:`RangeSet`.  Acknowledgements are aggregate and deferred:
+one ACK per ``ack_every`` DATA datagrams or ``ack_interval`` seconds, whichever comes
+first (at 1400-byte datagrams that is well under 1 % of the forward bytes).  An ACK
+carries the block runs received since the previous ACK, repeated in the next
+``ack_repeat - 1`` ACKs so a lost ACK costs no resend, plus each touched file's
+contiguous prefix; duplicates are reported again so spurious resends stop at once.
+It also echoes the newest sender timestamp (RTT), and the interval's minimum and mean
+one-way delay and cumulative byte count (the sender's rate control).
+
+The machine never decides policy: who may send (beyond the key allowlist), where files
+go, what is already on disk and whether a file verified are the driver's answers to
+:class:`TransferRequested` and :class:`FileReceived` (``accept``/``reject``,
+``file_verified``).  After any call, the driver calls ``datagrams_to_send``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ..errors import LocalProtocolError
+from .config import TransferConfig
+from .control import ControlError
+from .crypto import CryptoError, NegotiationError, ResponderHandshake, StaticKey, negotiate_cipher
+from .events import (
+    FileReceived,
+    HandshakeCompleted,
+    TransferCompleted,
+    TransferFailed,
+    TransferRequested,
+)
+from .manifest import Checkpoint, FileEntry, block_count
+from .packet import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    Ack,
+    PacketError,
+    PacketType,
+    decode_data,
+    decode_header,
+    encode_ack,
+)
+from .ranges import RangeSet
+from .session import SessionBase, check_message
+
+__all__ = ["BlockSink", "Receiver", "ReceiverState"]
+
+#: Most files one session may announce.
+MAX_FILES = 10_000_000
+
+
+class BlockSink(Protocol):
+    """Where received blocks go (the driver writes part-files; tests use memory)."""
+
+    def write(self, file_index: int, offset: int, data: memoryview) -> None:
+        """Store ``data`` at byte ``offset`` of file ``file_index``; must not keep ``data``."""
+        ...
+
+
+class ReceiverState(enum.Enum):
+    AWAIT_HELLO = "await_hello"
+    AWAIT_REQUEST = "await_request"
+    AWAIT_ACCEPT = "await_accept"
+    RECEIVING = "receiving"
+    DRAINING = "draining"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class Receiver(SessionBase):
+    """Receives one session.  ``session_id`` None adopts the id of the first HELLO."""
+
+    role = "receiver"
+    END_STATES = frozenset({ReceiverState.CLOSED, ReceiverState.FAILED})
+
+    def __init__(
+        self,
+        config: TransferConfig,
+        sink: BlockSink,
+        *,
+        static_key: StaticKey,
+        authorized_keys: Collection[bytes] | None = None,
+        session_id: int | None = None,
+        peer_addr: Any = None,
+        ephemeral_key: X25519PrivateKey | None = None,
+    ) -> None:
+        super().__init__(config, -1 if session_id is None else session_id, peer_addr)
+        self._state = ReceiverState.AWAIT_HELLO
+        self._sink = sink
+        self._static = static_key
+        self._authorized = None if authorized_keys is None else frozenset(authorized_keys)
+        self._ephemeral = ephemeral_key
+        self._hs: ResponderHandshake | None = None
+        self._reply: tuple[bool, int, str] | None = None
+        self._reply_due = False
+        self._reply_sent_at: float | None = None
+        self.block_size = 0
+        self.transfer_id = ""
+        self.params: dict[str, Any] = {}
+        self.files: list[FileEntry] = []
+        self._expected_files = -1
+        self._nblocks: list[int] = []
+        self._last_len: list[int] = []
+        self._received: list[RangeSet] = []
+        self._active = bytearray()  # 1 = accepted and not yet complete
+        self._complete = bytearray()
+        self._failed_files: set[int] = set()
+        self._verified: list[list[Any]] = []
+        self._verdict_given = bytearray()
+        # Acknowledgement state.
+        self._largest_pn = -1
+        self._echo_pn = -1
+        self._echo_time = 0.0
+        self._echo_recv = 0.0
+        self._runs: list[list[int]] = []
+        self._history: deque[list[list[int]]] = deque(maxlen=max(config.ack_repeat - 1, 0))
+        self._ack_since: float | None = None
+        self._ack_count = 0
+        self._ack_now = False
+        self._owd_min = math.inf
+        self._owd_sum = 0.0
+        self._owd_n = 0
+        self._drain_deadline: float | None = None
+        self._drain_final = ReceiverState.CLOSED
+
+    # -- decisions from the driver -----------------------------------------------------------------
+    def accept(
+        self, present: Mapping[int, RangeSet] | None = None, skip: Mapping[int, str] | None = None
+    ) -> None:
+        """Accept the request: ``present`` blocks are already on disk (resume), ``skip``
+        files are declined with a reason (overwrite NEVER, WRITE_ONLY_NEWER...)."""
+        if self._state is not ReceiverState.AWAIT_ACCEPT:
+            raise LocalProtocolError(f"accept() in state {self._state.name}, expected AWAIT_ACCEPT")
+        skip = dict(skip or {})
+        for index, ranges in (present or {}).items():
+            if 0 <= index < len(self.files):
+                n = self._nblocks[index]
+                rs = self._received[index]
+                for s, e in ranges:
+                    rs.add(s, min(e, n))
+                if rs and index not in skip:
+                    self._control.send({"type": "have", "file": index, "ranges": rs.to_bytes()})
+        self._control.send({"type": "ready", "skip": [[i, str(r)] for i, r in sorted(skip.items())]})
+        self._set_state(ReceiverState.RECEIVING)
+        for index in range(len(self.files)):
+            if index in skip:
+                self._verdict_given[index] = 1
+            elif self._received[index].count == self._nblocks[index]:
+                self._complete_file(index)
+            else:
+                self._active[index] = 1
+
+    def reject(self, message: str) -> None:
+        """Refuse the request (bad credentials, sandbox...); the sender fails with ``message``."""
+        if self._state not in (ReceiverState.AWAIT_REQUEST, ReceiverState.AWAIT_ACCEPT):
+            raise LocalProtocolError(f"reject() in state {self._state.name}")
+        self._control.send({"type": "reject", "message": message})
+        self._fail(f"rejected: {message}", remote=False, notify=False)
+
+    def file_verified(self, file_index: int, ok: bool, message: str = "") -> None:
+        """Report the verification of a file announced by :class:`FileReceived`."""
+        if not 0 <= file_index < len(self.files) or not self._complete[file_index]:
+            raise LocalProtocolError(f"file {file_index} has not been received")
+        if self._verdict_given[file_index]:
+            raise LocalProtocolError(f"file {file_index} already has a verdict")
+        self._verdict_given[file_index] = 1
+        if not ok:
+            self._failed_files.add(file_index)
+        self._verified.append([file_index, ok, message])
+
+    def abort(self, message: str) -> None:
+        """End the session in error (disk full, cancelled) and tell the sender."""
+        self._fail(message, remote=False, notify=True)
+
+    def checkpoint(self) -> Checkpoint:
+        """Received ranges per file; save them only after the part-files are flushed."""
+        return Checkpoint(self.block_size, {i: rs.copy() for i, rs in enumerate(self._received) if rs})
+
+    def snapshot(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.stats.as_structure()
+        data.update(
+            totalSize=sum(f.size for f in self.files),
+            blocksReceived=self.stats.blocks_received,
+            roundTripTimeMs=self.rtt.srtt * 1000,
+        )
+        return data
+
+    # -- sans-IO surface ---------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes | memoryview, addr: Any, now: float) -> None:
+        if self._state in self.END_STATES:
+            return
+        if self.session_id == -1:
+            try:
+                ptype, sid, _ = decode_header(data)
+            except PacketError:
+                self.drops.malformed += 1
+                return
+            if ptype != PacketType.HELLO:
+                self.drops.unexpected += 1
+                return
+            self.session_id = sid
+        opened = self._open(data, now)
+        if opened is None:
+            return
+        ptype, pn, payload = opened
+        if ptype == PacketType.HELLO:
+            self._on_hello(data, pn, addr, now)
+            return
+        if ptype == PacketType.HELLO_REPLY:
+            self.drops.unexpected += 1
+            return
+        if self._reply_sent_at is not None:
+            # First authentic packet after our single reply: a handshake RTT sample.
+            self.rtt.update(now - self._reply_sent_at)
+            self._reply_sent_at = None
+        if pn > self._largest_pn:
+            self._largest_pn = pn
+        self.peer_addr = addr
+        if ptype == PacketType.DATA:
+            try:
+                self._on_data(payload, pn, now)
+            except PacketError:
+                self.drops.malformed += 1
+        else:
+            self._dispatch(ptype, payload, now)
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        if self._state in self.END_STATES:
+            return self._final_datagrams(now)
+        out: list[bytes] = []
+        if self._reply_due and self._hs is not None and self._reply is not None:
+            self._reply_due = False
+            accepted, level, message = self._reply
+            datagram = self._hs.reply_datagram(self.session_id, self._next_pn(), accepted, level, message)
+            self._count_sent(datagram, now)
+            out.append(datagram)
+        if self._send_prot is None:
+            return out
+        if self._verified:
+            self._control.send({"type": "verified", "results": self._verified})
+            self._verified = []
+        if self._ack_since is not None or self._ack_now:
+            due = self._ack_now or self._ack_count >= self._config.ack_every
+            if due or now >= self._ack_since + self._config.ack_interval:  # type: ignore[operator]
+                out.append(self._build_ack(now))
+        self._common_datagrams(now, out)
+        return out
+
+    def get_timer(self) -> float | None:
+        if self._state in self.END_STATES:
+            return None
+        times = []
+        for t in (self._control.timer(), self._idle_deadline(), self._drain_deadline):
+            if t is not None:
+                times.append(t)
+        if self._ack_since is not None:
+            times.append(self._ack_since + self._config.ack_interval)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        if self._state in self.END_STATES:
+            return
+        if self._drain_deadline is not None and now >= self._drain_deadline:
+            self._set_state(self._drain_final)
+            return
+        self._check_idle(now)
+
+    # -- handshake ---------------------------------------------------------------------------------
+    def _on_hello(self, data: bytes | memoryview, pn: int, addr: Any, now: float) -> None:
+        if self._hs is not None:
+            # A retransmitted HELLO means our reply was lost: answer it again, unchanged.
+            if self._hs.hello_payload == bytes(
+                memoryview(data)[HEADER_SIZE:-TAG_SIZE]
+            ) and self._replay.check(pn):
+                self._replay.commit(pn)
+                self._reply_due = True
+                self._reply_sent_at = None
+            else:
+                self.drops.unexpected += 1
+            return
+        try:
+            hs = ResponderHandshake(self._static, data, self._ephemeral)
+        except PacketError:
+            self.drops.malformed += 1
+            return
+        except CryptoError:
+            self.drops.unauthentic += 1
+            return
+        self._replay.commit(pn)
+        self._authentic(len(data), now)
+        self._hs = hs
+        self.peer_addr = addr
+        self.peer_public_key = hs.peer_static
+        self.block_size = hs.hello.block_size
+        self._reply_due = True
+        self._reply_sent_at = now
+        cfg = self._config
+        if self._authorized is not None and hs.peer_static not in self._authorized:
+            self._refuse(f"sender key {hs.peer_static.hex()} is not an authorized client", now)
+            return
+        try:
+            level = negotiate_cipher(hs.hello.min_cipher, hs.hello.max_cipher, cfg.min_cipher, cfg.max_cipher)
+        except NegotiationError as exc:
+            self._refuse(str(exc), now)
+            return
+        self._reply = (True, level, "")
+        self._keys_ready(*hs.keys.protections(level), level)
+        self._set_state(ReceiverState.AWAIT_REQUEST)
+        self._events.append(HandshakeCompleted(self.session_id, level, hs.peer_static))
+
+    def _refuse(self, message: str, now: float) -> None:
+        self._reply = (False, 0, message)
+        self._drain(now, ReceiverState.FAILED)
+        self._events.append(TransferFailed(message, remote=False))
+
+    def _drain(self, now: float, final: ReceiverState) -> None:
+        self._drain_final = final
+        self._drain_deadline = now + self._config.drain_timeout
+        self._set_state(ReceiverState.DRAINING)
+
+    def _fail(self, message: str, remote: bool, notify: bool) -> None:
+        if self._state in self.END_STATES or self._state is ReceiverState.DRAINING:
+            return
+        super()._fail(message, remote, notify)
+
+    def _enter_failed(self) -> None:
+        # Linger (answering retransmissions) only if the peer has something to hear from us.
+        if self._send_prot is not None and not self._control.all_acked:
+            self._drain(self._last_recv or 0.0, ReceiverState.FAILED)
+        else:
+            self._set_state(ReceiverState.FAILED)
+
+    # -- control messages --------------------------------------------------------------------------
+    def _on_control(self, message: dict[str, Any], now: float) -> None:
+        kind = message["type"]
+        state = self._state
+        if kind == "error":
+            self._fail(f"sender: {message.get('message', '')}", remote=True, notify=False)
+        elif kind == "open" and state is ReceiverState.AWAIT_REQUEST and self._expected_files < 0:
+            check_message(message, transfer=str, count=int, params=dict)
+            if not 0 <= message["count"] <= MAX_FILES:
+                raise ControlError("file count out of range")
+            self.transfer_id = message["transfer"]
+            self.params = message["params"]
+            self._expected_files = message["count"]
+            self._maybe_requested()
+        elif kind == "files" and state is ReceiverState.AWAIT_REQUEST and self._expected_files >= 0:
+            check_message(message, first=int, entries=list)
+            if message["first"] != len(self.files):
+                raise ControlError("manifest entries out of order")
+            if len(self.files) + len(message["entries"]) > self._expected_files:
+                raise ControlError("more manifest entries than announced")
+            try:
+                self.files.extend(FileEntry.from_wire(item) for item in message["entries"])
+            except ValueError as exc:
+                raise ControlError(f"bad manifest entry: {exc}") from exc
+            self._maybe_requested()
+        elif kind == "eof" and state in (ReceiverState.RECEIVING, ReceiverState.DRAINING):
+            check_message(message, files=list)
+            for index in message["files"]:
+                if not isinstance(index, int) or not 0 <= index < len(self.files):
+                    raise ControlError(f"eof for unknown file {index!r}")
+                if self._active[index]:
+                    rs = self._received[index]
+                    missing = RangeSet(rs.missing(0, self._nblocks[index]))
+                    self._control.send({"type": "missing", "file": index, "ranges": missing.to_bytes()})
+        elif kind == "close" and state is ReceiverState.RECEIVING:
+            self._events.append(TransferCompleted(tuple(sorted(self._failed_files))))
+            self._drain(now, ReceiverState.CLOSED)
+        elif kind == "close" and state is ReceiverState.DRAINING:
+            pass  # a retransmitted close: the control ACK is what the sender needs
+        else:
+            raise ControlError(f"unexpected control message {kind!r} in state {state.name}")
+
+    def _maybe_requested(self) -> None:
+        if len(self.files) != self._expected_files:
+            return
+        bs = self.block_size
+        for entry in self.files:
+            n = block_count(entry.size, bs)
+            self._nblocks.append(n)
+            self._last_len.append(entry.size - (n - 1) * bs if n else 0)
+            self._received.append(RangeSet())
+        count = len(self.files)
+        self._active = bytearray(count)
+        self._complete = bytearray(count)
+        self._verdict_given = bytearray(count)
+        self._set_state(ReceiverState.AWAIT_ACCEPT)
+        self._events.append(TransferRequested(self.transfer_id, self.params, tuple(self.files), bs))
+
+    def _complete_file(self, index: int) -> None:
+        self._active[index] = 0
+        self._complete[index] = 1
+        self._events.append(FileReceived(index))
+
+    def _on_ping(self, now: float) -> None:
+        echo = self._pongs[-1][0]
+        if self._largest_pn > self._echo_pn:
+            self._echo_pn = self._largest_pn
+            self._echo_time = echo
+            self._echo_recv = now
+        if self._state is ReceiverState.RECEIVING:
+            self._ack_now = True
+
+    # -- data ---------------------------------------------------------------------------------------
+    def _on_packet(self, ptype: int, payload: bytes | memoryview, now: float) -> None:
+        self.drops.unexpected += 1
+
+    def _on_data(self, payload: bytes | memoryview, pn: int, now: float) -> None:
+        if self._state is not ReceiverState.RECEIVING:
+            self.drops.unexpected += 1
+            return
+        send_time, blocks = decode_data(payload)
+        owd = now - send_time
+        if owd < self._owd_min:
+            self._owd_min = owd
+        self._owd_sum += owd
+        self._owd_n += 1
+        if pn >= self._echo_pn:
+            self._echo_pn = pn
+            self._echo_time = send_time
+            self._echo_recv = now
+        nfiles = len(self._received)
+        active = self._active
+        nblocks = self._nblocks
+        bs = self.block_size
+        runs = self._runs
+        stats = self.stats
+        for f, b, view in blocks:
+            if f >= nfiles:
+                self.drops.out_of_range += 1
+                continue
+            n = nblocks[f]
+            length = len(view)
+            if b >= n or length != (bs if b < n - 1 else self._last_len[f]):
+                self.drops.out_of_range += 1
+                continue
+            stats.block_bytes_received += length
+            if active[f] and self._received[f].add(b, b + 1):
+                try:
+                    self._sink.write(f, b * bs, view)
+                except Exception as exc:  # the sink is the driver's file I/O: report, don't crash
+                    self._fail(f"cannot write {self.files[f].path!r}: {exc}", remote=False, notify=True)
+                    return
+                stats.blocks_received += 1
+                if self._received[f].count == n:
+                    self._complete_file(f)
+            elif b in self._received[f]:
+                stats.blocks_duplicate += 1
+            else:
+                self.drops.out_of_range += 1  # a declined file
+                continue
+            if runs and runs[-1][0] == f and runs[-1][2] == b:
+                runs[-1][2] = b + 1
+            else:
+                runs.append([f, b, b + 1])
+        self._ack_count += 1
+        if self._ack_since is None:
+            self._ack_since = now
+
+    def _build_ack(self, now: float) -> bytes:
+        current = self._runs
+        self._runs = []
+        received = self._received
+        limit = self._max_payload
+        history = list(self._history)
+        while True:
+            per_file: dict[int, RangeSet] = {}
+            for runs in (*history, current):
+                for f, s, e in runs:
+                    rs = per_file.get(f)
+                    if rs is None:
+                        rs = per_file[f] = RangeSet()
+                        first = received[f].first()
+                        if first is not None and first[0] == 0:
+                            rs.add(*first)
+                    rs.add(s, e)
+            groups = tuple((f, list(rs)) for f, rs in sorted(per_file.items()))
+            ack = Ack(
+                self._largest_pn,
+                self._echo_time,
+                max(0.0, now - self._echo_recv),
+                now,
+                self.stats.packets_recv,
+                self.stats.block_bytes_received,
+                self._owd_min if self._owd_n else math.nan,
+                self._owd_sum / self._owd_n if self._owd_n else math.nan,
+                groups,
+            )
+            payload = encode_ack(ack)
+            if len(payload) <= limit:
+                break
+            # Too many ranges for one datagram: repeat less history, then report less.
+            if history:
+                history.pop(0)
+            else:
+                current = current[len(current) // 2 :]
+        if self._history.maxlen:
+            self._history.append(current)
+        self._ack_since = None
+        self._ack_count = 0
+        self._ack_now = False
+        self._owd_min = math.inf
+        self._owd_sum = 0.0
+        self._owd_n = 0
+        self.stats.acks_sent += 1
+        return self._seal(PacketType.ACK, payload, now)

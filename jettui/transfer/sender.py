@@ -1,0 +1,570 @@
+"""The sending side of a transfer session, sans-IO (aioquic's shape).
+
+Strategy: the sender paces DATA datagrams at the rate controller's target, new blocks in
+file order, retransmissions first.  It never waits for acknowledgements to send new data
+(the receiver ACKs block ranges every ~10 ms); it only stops when no ACK at all came for
+``ack_stall_timeout`` (a dead link) and then probes with PINGs, backing off to
+``max_probe_interval``.
+
+Loss detection: every DATA datagram is remembered with its send time and the block runs
+it carried.  Each ACK echoes the send time of the newest datagram the receiver saw; any
+remembered datagram sent more than ``reorder_time + srtt/8`` before that, whose blocks
+are still not all acknowledged, is presumed lost and its missing blocks are queued for
+resending.  The tail is covered by the probe: a PING's echo makes everything older
+eligible.  Acknowledged ranges are cumulative knowledge (RangeSet per file) so late or
+duplicated ACKs are harmless, and a block is checked against it again just before it is
+resent.
+
+Resume: ``acked`` (our checkpoint) and the receiver's ``have`` messages both remove
+blocks from what must be sent.  Once a file is fully acknowledged the sender says
+``eof``; a receiver that lacks blocks anyway (it lost state) answers ``missing`` and they
+are resent, so a stale checkpoint cannot leave a file incomplete.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import secrets
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from .config import TransferConfig
+from .control import ControlError
+from .crypto import CIPHER_SUITES, CryptoError, InitiatorHandshake, StaticKey, cipher_name
+from .events import FileVerified, HandshakeCompleted, TransferAccepted, TransferCompleted
+from .manifest import Checkpoint, FileEntry, block_count, block_length
+from .packet import (
+    BLOCK_HEADER_SIZE,
+    DATA_PREFIX_SIZE,
+    PacketError,
+    PacketType,
+    decode_ack,
+    encode_data,
+)
+from .ranges import RangeSet
+from .rate import Pacer, RateController
+from .session import SessionBase, check_message
+
+__all__ = ["BlockSource", "Sender", "SenderState"]
+
+#: Manifest entries per ``files`` control message.
+_FILES_PER_MESSAGE = 256
+
+
+class BlockSource(Protocol):
+    """Where the sender's block data comes from (the driver reads files; tests use memory)."""
+
+    def read(self, file_index: int, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes of file ``file_index`` at byte ``offset``."""
+        ...
+
+
+class SenderState(enum.Enum):
+    HANDSHAKE = "handshake"
+    REQUESTING = "requesting"
+    SENDING = "sending"
+    CLOSING = "closing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class Sender(SessionBase):
+    """Sends ``files`` (read through ``source``) to the receiver whose key is ``peer_public_key``."""
+
+    role = "sender"
+    END_STATES = frozenset({SenderState.COMPLETE, SenderState.FAILED})
+
+    def __init__(
+        self,
+        config: TransferConfig,
+        files: Sequence[FileEntry],
+        source: BlockSource,
+        *,
+        static_key: StaticKey,
+        peer_public_key: bytes,
+        transfer_id: str = "",
+        params: Mapping[str, Any] | None = None,
+        acked: Mapping[int, RangeSet] | None = None,
+        peer_addr: Any = None,
+        session_id: int | None = None,
+        ephemeral_key: X25519PrivateKey | None = None,
+    ) -> None:
+        super().__init__(config, secrets.randbits(64) if session_id is None else session_id, peer_addr)
+        self._state = SenderState.HANDSHAKE
+        self.files = tuple(files)
+        self.transfer_id = transfer_id
+        self._params = dict(params or {})
+        self._source = source
+        self.block_size = bs = config.resolved_block_size()
+        self._sizes = [f.size for f in self.files]
+        self._nblocks = [block_count(f.size, bs) for f in self.files]
+        self.total_blocks = sum(self._nblocks)
+        self.total_bytes = sum(self._sizes)
+        self._acked = [RangeSet() for _ in self.files]
+        for index, ranges in (acked or {}).items():
+            if not 0 <= index < len(self.files):
+                raise ValueError(f"checkpoint names file {index} of {len(self.files)}")
+            for s, e in ranges:
+                self._acked[index].add(s, min(e, self._nblocks[index]))
+        self.stats.blocks_acked = sum(rs.count for rs in self._acked)
+        self._pending: list[RangeSet] = []
+        self._new_remaining = 0
+        self._cur_file = 0
+        self._run: list[int] | None = None
+        self._retx: deque[tuple[int, int, int]] = deque()
+        self._inflight: deque[tuple[float, list[list[int]]]] = deque()
+        self._skipped: dict[int, str] = {}
+        self._verdicts: dict[int, FileVerified] = {}
+        self._eof_sent = bytearray(len(self.files))
+        self._eof_queue: list[int] = []
+        self._handshake = InitiatorHandshake(
+            static_key, peer_public_key, config.min_cipher, config.max_cipher, bs, ephemeral_key
+        )
+        self._handshake_error = ""
+        self._hello_started: float | None = None
+        self._hello_next: float | None = None
+        self._hello_interval = config.hello_interval
+        self._rate = RateController(
+            config.initial_rate / 8,
+            config.min_rate / 8,
+            config.max_rate / 8,
+            active=config.rate_control,
+            queue_target=config.queue_target,
+            queue_max=config.queue_max,
+        )
+        self._pacer = Pacer(self._rate.rate, config.tick)
+        self._app_limited = False
+        self._last_ack: float | None = None
+        self._last_echo = -math.inf
+        self._last_eliciting = -math.inf
+        self._probe_count = 0
+        self._paused = False
+        self._close_deadline: float | None = None
+
+    # -- controls for the driver -------------------------------------------------------------------
+    @property
+    def rate(self) -> float:
+        """Current target rate in bits/s."""
+        return self._rate.rate * 8
+
+    @property
+    def queue_delay(self) -> float:
+        """Latest queueing delay estimate (s)."""
+        return self._rate.queue_delay
+
+    def set_max_rate(self, bits_per_second: float) -> None:
+        """Change the rate ceiling (sendRateMax, server bandwidth share) at any time."""
+        self._rate.set_max_rate(bits_per_second / 8)
+
+    def pause(self) -> None:
+        """Stop sending data (keepalives continue); :meth:`resume` continues."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def abort(self, message: str) -> None:
+        """End the session in error and tell the receiver (cancel, source changed...)."""
+        self._fail(message, remote=False, notify=True)
+
+    def checkpoint(self) -> Checkpoint:
+        """Acknowledged ranges per file, to save and pass back as ``acked`` on resume."""
+        return Checkpoint(self.block_size, {i: rs.copy() for i, rs in enumerate(self._acked) if rs})
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live figures in Transfer Structure terms."""
+        data: dict[str, Any] = self.stats.as_structure()
+        data.update(
+            blockSize=self.block_size,
+            totalBlocks=self.total_blocks,
+            totalBytes=self.total_bytes,
+            roundTripTimeMs=self.rtt.srtt * 1000,
+            sendRate=self.rate,
+            rateControllerActive=self._rate.active,
+        )
+        return data
+
+    # -- sans-IO surface ---------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes | memoryview, addr: Any, now: float) -> None:
+        if self._state in self.END_STATES:
+            return
+        opened = self._open(data, now)
+        if opened is None:
+            return
+        ptype, pn, payload = opened
+        if ptype == PacketType.HELLO_REPLY:
+            self._on_hello_reply(data, pn, now)
+        elif ptype == PacketType.HELLO:
+            self.drops.unexpected += 1
+        else:
+            self.peer_addr = addr
+            self._dispatch(ptype, payload, now)
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        if self._state in self.END_STATES:
+            return self._final_datagrams(now)
+        if self._state is SenderState.HANDSHAKE:
+            return self._hello_datagrams(now)
+        if self._eof_queue:
+            self._control.send({"type": "eof", "files": self._eof_queue})
+            self._eof_queue = []
+        out: list[bytes] = []
+        self._common_datagrams(now, out)
+        if self._state is SenderState.SENDING and not self._paused:
+            self._send_data(now, out)
+        probe = self._probe_deadline()
+        if (probe is not None and now >= probe) or now - self._last_send >= self._config.keepalive_interval:
+            if probe is not None and now >= probe:
+                self._probe_count += 1
+            out.append(self._ping(now))
+            self._last_eliciting = now
+        return out
+
+    def get_timer(self) -> float | None:
+        if self._state in self.END_STATES:
+            return None
+        if self._state is SenderState.HANDSHAKE:
+            if self._hello_next is None or self._hello_started is None:
+                return None
+            return min(self._hello_next, self._hello_started + self._config.handshake_timeout)
+        times = [self._last_send + self._config.keepalive_interval]
+        for t in (self._control.timer(), self._idle_deadline(), self._probe_deadline(), self._close_deadline):
+            if t is not None:
+                times.append(t)
+        if self._state is SenderState.SENDING and not self._paused and self._has_data():
+            t = self._pacer.next_send_time()
+            stall = self._stall_deadline()
+            if stall is None or t < stall:
+                times.append(t)
+        return min(times)
+
+    def handle_timer(self, now: float) -> None:
+        if self._state in self.END_STATES:
+            return
+        if self._state is SenderState.HANDSHAKE:
+            started = self._hello_started
+            if started is not None and now >= started + self._config.handshake_timeout:
+                reason = self._handshake_error or "no answer"
+                self._fail(
+                    f"handshake failed after {self._config.handshake_timeout:g} s: {reason} "
+                    "(unreachable receiver, or not the expected public key)",
+                    remote=False,
+                    notify=False,
+                )
+            return
+        self._check_idle(now)
+        if self._close_deadline is not None and now >= self._close_deadline:
+            self._complete()
+
+    # -- handshake ---------------------------------------------------------------------------------
+    def _hello_datagrams(self, now: float) -> list[bytes]:
+        if self._hello_next is not None and now < self._hello_next:
+            return []
+        if self._hello_started is None:
+            self._hello_started = now
+        self._hello_next = now + self._hello_interval
+        self._hello_interval = min(self._hello_interval * 2, 2.0)
+        datagram = self._handshake.hello_datagram(self.session_id, self._next_pn())
+        self._count_sent(datagram, now)
+        return [datagram]
+
+    def _on_hello_reply(self, data: bytes | memoryview, pn: int, now: float) -> None:
+        if self._state is not SenderState.HANDSHAKE:
+            self.drops.unexpected += 1
+            return
+        try:
+            reply, keys = self._handshake.process_reply(data)
+        except PacketError:
+            self.drops.malformed += 1
+            return
+        except CryptoError as exc:
+            self.drops.unauthentic += 1
+            self._handshake_error = str(exc)
+            return
+        self._replay.commit(pn)
+        self._authentic(len(data), now)
+        self._last_ack = now
+        if not reply.accepted:
+            self._fail(f"refused by receiver: {reply.message}", remote=True, notify=False)
+            return
+        level = reply.cipher
+        cfg = self._config
+        if level not in CIPHER_SUITES or not cfg.min_cipher <= level <= cfg.max_cipher:
+            self._fail(f"receiver chose {cipher_name(level)}, outside what we allow", False, False)
+            return
+        self._keys_ready(*keys.protections(level), level)
+        self.peer_public_key = self._handshake.peer_static
+        self._events.append(HandshakeCompleted(self.session_id, level, self.peer_public_key))
+        self._set_state(SenderState.REQUESTING)
+        self._control.send(
+            {"type": "open", "transfer": self.transfer_id, "count": len(self.files), "params": self._params}
+        )
+        for first in range(0, len(self.files), _FILES_PER_MESSAGE):
+            entries = [f.to_wire() for f in self.files[first : first + _FILES_PER_MESSAGE]]
+            self._control.send({"type": "files", "first": first, "entries": entries})
+
+    # -- control messages --------------------------------------------------------------------------
+    def _on_control(self, message: dict[str, Any], now: float) -> None:
+        kind = message["type"]
+        state = self._state
+        if kind == "error":
+            self._fail(f"receiver: {message.get('message', '')}", remote=True, notify=False)
+        elif kind == "reject" and state is SenderState.REQUESTING:
+            self._fail(f"rejected by receiver: {message.get('message', '')}", remote=True, notify=False)
+        elif kind == "have" and state is SenderState.REQUESTING:
+            check_message(message, file=int, ranges=bytes)
+            index = self._file_index(message["file"])
+            present = self._ranges(message["ranges"], index)
+            self.stats.blocks_acked += self._acked[index].update(present)
+        elif kind == "ready" and state is SenderState.REQUESTING:
+            check_message(message, skip=list)
+            self._on_ready(message["skip"], now)
+        elif kind == "verified" and state in (SenderState.SENDING, SenderState.CLOSING):
+            check_message(message, results=list)
+            for item in message["results"]:
+                if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], bool)):
+                    raise ControlError("bad verified result")
+                index = self._file_index(item[0])
+                if index not in self._verdicts:
+                    verdict = FileVerified(index, item[1], str(item[2]))
+                    self._verdicts[index] = verdict
+                    self._events.append(verdict)
+            self._maybe_close(now)
+        elif kind == "missing" and state is SenderState.SENDING:
+            check_message(message, file=int, ranges=bytes)
+            index = self._file_index(message["file"])
+            missing = self._ranges(message["ranges"], index)
+            self.stats.blocks_acked -= self._acked[index].difference_update(missing)
+            self._eof_sent[index] = 0
+            self._retx.extend((index, s, e) for s, e in missing)
+        else:
+            raise ControlError(f"unexpected control message {kind!r} in state {state.name}")
+
+    def _file_index(self, value: object) -> int:
+        if not isinstance(value, int) or not 0 <= value < len(self.files):
+            raise ControlError(f"file index {value!r} out of range")
+        return value
+
+    def _ranges(self, data: bytes, index: int) -> RangeSet:
+        try:
+            return RangeSet.from_bytes(data, limit=self._nblocks[index])
+        except ValueError as exc:
+            raise ControlError(f"bad ranges for file {index}: {exc}") from exc
+
+    def _on_ready(self, skip: list[Any], now: float) -> None:
+        for item in skip:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise ControlError("bad skip entry")
+            index = self._file_index(item[0])
+            self._skipped[index] = str(item[1])
+        for index in sorted(self._skipped):
+            verdict = FileVerified(index, True, self._skipped[index], skipped=True)
+            self._verdicts[index] = verdict
+        self._pending = []
+        for index, n in enumerate(self._nblocks):
+            todo = RangeSet()
+            if index not in self._skipped and n:
+                todo.add(0, n)
+                todo.difference_update(self._acked[index])
+                if not todo:
+                    self._file_acked(index)
+            self._pending.append(todo)
+            self._new_remaining += todo.count
+        self._last_ack = now
+        self._set_state(SenderState.SENDING)
+        self._events.append(TransferAccepted(tuple(sorted(self._skipped))))
+        self._events.extend(self._verdicts[i] for i in sorted(self._skipped))
+        self._maybe_close(now)
+
+    def _on_control_acked(self, now: float) -> None:
+        if self._state is SenderState.CLOSING and self._control.all_acked:
+            self._complete()
+
+    def _maybe_close(self, now: float) -> None:
+        if self._state is SenderState.SENDING and len(self._verdicts) == len(self.files):
+            self._control.send({"type": "close"})
+            self._close_deadline = now + self._config.close_timeout
+            self._set_state(SenderState.CLOSING)
+
+    def _complete(self) -> None:
+        failed = tuple(sorted(i for i, v in self._verdicts.items() if not v.ok))
+        self._set_state(SenderState.COMPLETE)
+        self._events.append(TransferCompleted(failed))
+
+    def _enter_failed(self) -> None:
+        self._set_state(SenderState.FAILED)
+
+    def _file_acked(self, index: int) -> None:
+        if not self._eof_sent[index] and self._nblocks[index]:
+            self._eof_sent[index] = 1
+            self._eof_queue.append(index)
+
+    # -- acknowledgements and loss ---------------------------------------------------------------------
+    def _on_packet(self, ptype: int, payload: bytes | memoryview, now: float) -> None:
+        if ptype != PacketType.ACK or self._state not in (SenderState.SENDING, SenderState.CLOSING):
+            self.drops.unexpected += 1
+            return
+        ack = decode_ack(payload)
+        self.stats.acks_recv += 1
+        self._last_ack = now
+        self._probe_count = 0
+        rtt = self.rtt
+        if ack.echo_time > self._last_echo:
+            self._last_echo = ack.echo_time
+            if ack.echo_time <= now:
+                rtt.update(now - ack.echo_time - ack.ack_delay)
+        acked = self._acked
+        nblocks = self._nblocks
+        nfiles = len(acked)
+        newly_total = 0
+        for index, ranges in ack.groups:
+            if index >= nfiles:
+                self.drops.out_of_range += 1
+                continue
+            rs = acked[index]
+            n = nblocks[index]
+            newly = 0
+            for s, e in ranges:
+                newly += rs.add(s, e if e <= n else n)
+            if newly:
+                newly_total += newly
+                if rs.count == n:
+                    self._file_acked(index)
+        self.stats.blocks_acked += newly_total
+        threshold = self._last_echo - (self._config.reorder_time + rtt.srtt / 8)
+        inflight = self._inflight
+        retx = self._retx
+        while inflight:
+            sent_time, runs = inflight[0]
+            done = True
+            for f, s, e in runs:
+                if not acked[f].covers(s, e):
+                    done = False
+                    break
+            if not done:
+                if sent_time > threshold:
+                    break
+                for f, s, e in runs:
+                    for gap in acked[f].missing(s, e):
+                        retx.append((f, gap[0], gap[1]))
+            inflight.popleft()
+        self._rate.on_report(now, ack.owd_min, rtt.srtt, ack.recv_time, ack.bytes_received, self._app_limited)
+        self._app_limited = False
+
+    def _stall_deadline(self) -> float | None:
+        """When new data stops for want of any ACK (None: nothing in flight)."""
+        if not self._inflight or self._last_ack is None:
+            return None
+        return self._last_ack + max(self._config.ack_stall_timeout, 4 * self.rtt.srtt)
+
+    def _stalled(self, now: float) -> bool:
+        deadline = self._stall_deadline()
+        return deadline is not None and now >= deadline
+
+    def _probe_deadline(self) -> float | None:
+        if not self._inflight:
+            return None
+        base = max(self._last_ack or -math.inf, self._last_eliciting)
+        pto = self.rtt.pto(self._config.ack_interval)
+        return base + max(pto, min(pto * 2**self._probe_count, self._config.max_probe_interval))
+
+    # -- data ---------------------------------------------------------------------------------------
+    def _has_data(self) -> bool:
+        return bool(self._retx) or self._run is not None or self._new_remaining > 0
+
+    def _next_run(self) -> list[int] | None:
+        if self._run is not None:
+            return self._run
+        pending = self._pending
+        while self._cur_file < len(pending):
+            rs = pending[self._cur_file]
+            first = rs.first()
+            if first is not None:
+                rs.subtract(*first)
+                self._run = [self._cur_file, first[0], first[1]]
+                return self._run
+            self._cur_file += 1
+        return None
+
+    def _send_data(self, now: float, out: list[bytes]) -> None:
+        if not self._has_data():
+            self._app_limited = True
+            return
+        if self._stalled(now):
+            self._app_limited = True
+            return
+        pacer = self._pacer
+        pacer.rate = self._rate.rate
+        credit = pacer.refill(now, self._config.max_datagram_size)
+        while credit > 0:
+            datagram = self._build_data(now)
+            if datagram is None:
+                self._app_limited = True
+                break
+            out.append(datagram)
+            pacer.spend(len(datagram))
+            credit -= len(datagram)
+            self._last_eliciting = now
+
+    def _build_data(self, now: float) -> bytes | None:
+        room = self._max_payload - DATA_PREFIX_SIZE
+        hs = BLOCK_HEADER_SIZE
+        bs = self.block_size
+        sizes = self._sizes
+        retx = self._retx
+        blocks: list[tuple[int, int, bytes]] = []
+        runs: list[list[int]] = []
+        resent = 0
+        while room > hs:
+            if retx:
+                f, b, e = retx[0]
+                acked = self._acked[f]
+                if b in acked:
+                    retx.popleft()
+                    retx.extendleft(reversed(acked.missing(b, e)))
+                    continue
+                length = block_length(sizes[f], bs, b)
+                if length + hs > room:
+                    break
+                if b + 1 < e:
+                    retx[0] = (f, b + 1, e)
+                else:
+                    retx.popleft()
+                resent += 1
+            else:
+                run = self._next_run()
+                if run is None:
+                    break
+                f, b, e = run
+                length = block_length(sizes[f], bs, b)
+                if length + hs > room:
+                    break
+                run[1] = b + 1
+                if b + 1 >= e:
+                    self._run = None
+                self._new_remaining -= 1
+            try:
+                data = self._source.read(f, b * bs, length)
+            except Exception as exc:  # the source is the driver's file I/O: report, don't crash
+                self._fail(f"cannot read {self.files[f].path!r}: {exc}", remote=False, notify=True)
+                return None
+            if len(data) != length:
+                self._fail(f"short read from {self.files[f].path!r} (file changed?)", False, True)
+                return None
+            blocks.append((f, b, data))
+            room -= length + hs
+            if runs and runs[-1][0] == f and runs[-1][2] == b:
+                runs[-1][2] = b + 1
+            else:
+                runs.append([f, b, b + 1])
+        if not blocks:
+            return None
+        datagram = self._seal(PacketType.DATA, encode_data(now, blocks), now)
+        self._inflight.append((now, runs))
+        self.stats.blocks_sent += len(blocks)
+        self.stats.blocks_retransmitted += resent
+        return datagram
