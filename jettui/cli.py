@@ -15,6 +15,7 @@ from pathlib import Path
 from jettui import __version__
 from jettui.constants import CIPHER_NAMES, DEFAULT_API_PORT, DEFAULT_RECV_PORT
 from jettui.errors import JettuiError
+from jettui.loop import run as run_loop
 
 SUBCOMMANDS = ("server", "user", "trust")
 
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                     level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
                 )
                 with contextlib.suppress(KeyboardInterrupt):
-                    return asyncio.run(_run_server(args))
+                    return run_loop(_run_server(args))
                 return 0
             if command == "user":
                 p = argparse.ArgumentParser(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jettui.api import APIInterface, JetStream
+from jettui.loop import new_event_loop
 from jettui.server import Server, ServerConfig
 
 #: Cheap scrypt for test users (the format records the cost; production uses 2^17).
@@ -22,7 +23,7 @@ class ServerThread:
 
     config: ServerConfig
     server: Server | None = None
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    loop: asyncio.AbstractEventLoop = field(default_factory=new_event_loop)
 
     def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

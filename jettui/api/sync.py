@@ -18,6 +18,7 @@ from jettui.api.connect import AsyncAPIInterface
 from jettui.api.interfaces import AsyncRecvInterface, AsyncSendInterface, AsyncServerInterface
 from jettui.api.trust import TrustStore
 from jettui.constants import DEFAULT_API_PORT, DEFAULT_SERVER_ADDRESS, DEFAULT_TIMEOUT_SECONDS
+from jettui.loop import new_event_loop
 
 T = TypeVar("T")
 log = logging.getLogger("jettui.api")
@@ -27,7 +28,7 @@ class Portal:
     """Runs coroutines on a background event loop and waits for them."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="jettui-api-loop", daemon=True)
         self._thread.start()
 

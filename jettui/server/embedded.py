@@ -14,6 +14,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 
+from jettui.loop import new_event_loop
 from jettui.server.config import ServerConfig
 from jettui.server.core import Server
 
@@ -38,7 +39,7 @@ class EmbeddedServer:
         self.config.embedded_secret = secrets.token_urlsafe(32)
         self.server: Server | None = None
         self.info: EmbeddedInfo | None = None
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="jettui-embedded", daemon=True)
 
     def start(self) -> EmbeddedInfo:

@@ -109,6 +109,8 @@ _ACK_GROUP = struct.Struct("!IH")
 MAX_BLOCK_SIZE = 0xFFFF
 DATA_PREFIX_SIZE = _F64.size
 BLOCK_HEADER_SIZE = BLOCK_HEADER.size
+_DATA_MIN = DATA_PREFIX_SIZE + BLOCK_HEADER_SIZE
+_BLOCK_UNPACK = BLOCK_HEADER.unpack_from
 
 
 def block_overhead() -> int:
@@ -221,27 +223,30 @@ def encode_data(send_time: float, blocks: list[tuple[int, int, bytes]]) -> bytes
 def decode_data(payload: bytes | memoryview) -> tuple[float, list[tuple[int, int, memoryview]]]:
     """Return the send time and ``(file_index, block_number, data view)`` triples."""
     n = len(payload)
-    if n < DATA_PREFIX_SIZE + BLOCK_HEADER_SIZE:
+    if n < _DATA_MIN:
         raise PacketError("DATA payload too short")
-    view = payload if isinstance(payload, memoryview) else memoryview(payload)
-    (send_time,) = _F64.unpack_from(view)
+    view = memoryview(payload)
+    send_time = _F64.unpack_from(view)[0]
+    if send_time - send_time != 0.0:  # NaN or infinite
+        raise PacketError("DATA send time not finite")
+    f, b, length = _BLOCK_UNPACK(view, DATA_PREFIX_SIZE)
+    pos = _DATA_MIN
+    end = pos + length
+    if end == n and length:
+        return send_time, [(f, b, view[pos:end])]  # the common case: one block
     blocks: list[tuple[int, int, memoryview]] = []
-    pos = DATA_PREFIX_SIZE
-    unpack = BLOCK_HEADER.unpack_from
-    hs = BLOCK_HEADER_SIZE
-    while pos < n:
-        if n - pos < hs:
-            raise PacketError("truncated block header")
-        f, b, length = unpack(view, pos)
-        pos += hs
-        end = pos + length
+    while True:
         if length == 0 or end > n:
             raise PacketError("block length out of bounds")
         blocks.append((f, b, view[pos:end]))
         pos = end
-    if not math.isfinite(send_time):
-        raise PacketError("DATA send time not finite")
-    return send_time, blocks
+        if pos == n:
+            return send_time, blocks
+        if n - pos < BLOCK_HEADER_SIZE:
+            raise PacketError("truncated block header")
+        f, b, length = _BLOCK_UNPACK(view, pos)
+        pos += BLOCK_HEADER_SIZE
+        end = pos + length
 
 
 # -- acknowledgements --------------------------------------------------------------------------

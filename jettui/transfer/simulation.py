@@ -13,19 +13,23 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .config import TransferConfig
+from .crypto import StaticKey
 from .events import Event, FileReceived, TransferRequested
 from .manifest import FileEntry
 from .ranges import RangeSet
 from .receiver import Receiver
-from .sender import Sender
+from .sender import BlockSource, Sender
 
-__all__ = ["Link", "MemorySink", "MemorySource", "Simulation", "make_entries"]
+__all__ = ["Link", "MemorySink", "MemorySource", "Simulation", "build", "make_entries"]
 
 
 def make_entries(contents: Sequence[bytes], prefix: str = "file") -> list[FileEntry]:
     """Manifest entries (SHA-256 digests) for in-memory file contents."""
     return [
-        FileEntry(f"{prefix}{i}", len(data), 1_700_000_000_000_000_000 + i, digest=hashlib.sha256(data).digest())
+        FileEntry(
+            f"{prefix}{i}", len(data), 1_700_000_000_000_000_000 + i, digest=hashlib.sha256(data).digest()
+        )
         for i, data in enumerate(contents)
     ]
 
@@ -256,3 +260,46 @@ class Simulation:
             if self.on_step is not None:
                 self.on_step(self)
         return self.now
+
+
+def build(
+    contents: Sequence[bytes],
+    *,
+    sender_config: TransferConfig | None = None,
+    receiver_config: TransferConfig | None = None,
+    forward: Link | None = None,
+    backward: Link | None = None,
+    seed: int = 0,
+    entries: Sequence[FileEntry] | None = None,
+    acked: Mapping[int, RangeSet] | None = None,
+    present: Mapping[int, RangeSet] | None = None,
+    initial: Sequence[bytes] | None = None,
+    skip: Mapping[int, str] | None = None,
+    sender_key: StaticKey | None = None,
+    receiver_key: StaticKey | None = None,
+    expected_receiver_key: bytes | None = None,
+    authorized_keys: Sequence[bytes] | None = None,
+    source: BlockSource | None = None,
+    sink: MemorySink | None = None,
+) -> Simulation:
+    """A ready-to-run sender/receiver pair over two links with seeded impairments."""
+    skey = sender_key or StaticKey.generate()
+    rkey = receiver_key or StaticKey.generate()
+    sink = sink or MemorySink(initial)
+    sender = Sender(
+        sender_config or TransferConfig(),
+        make_entries(contents) if entries is None else entries,
+        source or MemorySource(contents),
+        static_key=skey,
+        peer_public_key=expected_receiver_key or rkey.public_bytes,
+        transfer_id="t1",
+        params={"destinationPath": "/in"},
+        acked=acked,
+        session_id=0x1234_5678_9ABC_DEF0,
+    )
+    receiver = Receiver(
+        receiver_config or TransferConfig(), sink, static_key=rkey, authorized_keys=authorized_keys
+    )
+    forward = forward or Link(random.Random(seed))
+    backward = backward or Link(random.Random(seed + 1_000_003))
+    return Simulation(sender, receiver, sink, forward, backward, present=present, skip=skip)

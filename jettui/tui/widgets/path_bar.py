@@ -88,6 +88,8 @@ class PathBar(Widget):
 class PaneStatus(Widget):
     """Status line of a pane: ``3 selected, 12.3 MiB · 1,204 entries · filter: foo · sort: name ↑``.
 
+    When filters hide entries the count reads ``12/1,204 entries`` (shown/total).
+
     Call :meth:`sync` from the pane on ``FileList.SelectionChanged`` and ``FileList.ViewChanged``.
     """
 
@@ -127,6 +129,7 @@ class PaneStatus(Widget):
         escaped_style = base + self.get_component_rich_style("pane-status--escaped", partial=True)
         # Parts in priority order: on a narrow pane the later ones are left out whole
         # rather than cut mid-word (the sort order is also visible from the list itself).
+        # At 80x24 (37 cells) "3 selected, 12.3 MiB · 1,204 entries" must still fit.
         parts: list[Text] = []
         if self.selected_count:
             size = humanize.naturalsize(self.selected_size, binary=True)
@@ -135,7 +138,7 @@ class PaneStatus(Widget):
         if self.shown == self.total:
             parts.append(Text(f"{self.total:,} entries", base))
         else:
-            parts.append(Text(f"{self.shown:,} of {self.total:,} entries", base))
+            parts.append(Text(f"{self.shown:,}/{self.total:,} entries", base))
         if self.filter_text:
             runs = escape_name(self.filter_text, allow_slash=True)
             parts.append(Text("filter: ", base) + _runs_to_text(runs, base, escaped_style))
@@ -148,7 +151,7 @@ class PaneStatus(Widget):
         for part in parts:
             addition = part if not text else sep + part
             if text and width and text.cell_len + addition.cell_len > width:
-                continue
+                break
             text.append_text(addition)
         if width and text.cell_len > width:
             text.truncate(width, overflow="ellipsis")
