@@ -46,6 +46,8 @@ class ServerConfig:
     """Command-line bandwidth limits (locked)."""
     min_cipher: int = MIN_CIPHER_NONE
     """Lowest transfer cipher this server accepts."""
+    sandbox_dir: Path | None = None
+    """System sandbox root (the same as setSandboxMapping("", {"": dir}))."""
     trigger_dir: Path | None = None
     """Directory of trigger executables named after events."""
     idle_timeout: float = 300.0

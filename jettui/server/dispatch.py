@@ -91,5 +91,8 @@ async def dispatch(server: Server, session: Session, name: str, params: dict[str
     if not spec.async_request:
         return await spec.handler(call, **kwargs)
     work = await spec.handler(call, **kwargs)
-    req = server.requests.start(name, session.owner_keys, work)
+    extra: dict[str, Any] = {}
+    if isinstance(work, tuple):  # (work, extra keys of the Request Structure)
+        work, extra = work
+    req = server.requests.start(name, session.owner_keys, work, extra)
     return req.structure()

@@ -42,6 +42,42 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2: administration: API tokens, sandbox mappings, wranglers, event log, authorized clients
+    """
+    CREATE TABLE api_tokens (
+        token_id TEXT PRIMARY KEY,
+        secret_hash BLOB NOT NULL,
+        owner TEXT NOT NULL,
+        path TEXT,
+        password_hash TEXT,
+        permissions INTEGER NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        creation_us INTEGER NOT NULL,
+        expiry_us INTEGER,
+        user_data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE sandbox_mappings (
+        user_name TEXT PRIMARY KEY,
+        roots TEXT NOT NULL
+    );
+    CREATE TABLE wranglers (
+        kind TEXT NOT NULL CHECK (kind IN ('user', 'group')),
+        ident INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (kind, ident)
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts_us INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        owner TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_by_time ON events(ts_us);
+    CREATE TABLE authorized_clients (
+        public_key TEXT PRIMARY KEY
+    );
+    """,
 ]
 
 

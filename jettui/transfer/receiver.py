@@ -135,6 +135,7 @@ class Receiver(SessionBase):
         self._owd_n = 0
         self._drain_deadline: float | None = None
         self._drain_final = ReceiverState.CLOSED
+        self._first_seen: float | None = None
 
     # -- decisions from the driver -----------------------------------------------------------------
     def accept(
@@ -229,6 +230,8 @@ class Receiver(SessionBase):
                 return
         if self._state in self.END_STATES:
             return
+        if self._first_seen is None:
+            self._first_seen = now
         if self.session_id == -1:
             try:
                 ptype, sid, _ = decode_header(data)
@@ -290,6 +293,8 @@ class Receiver(SessionBase):
         if self._state in self.END_STATES:
             return None
         times = []
+        if self._state is ReceiverState.AWAIT_HELLO and self._first_seen is not None:
+            times.append(self._first_seen + self._config.handshake_timeout)
         for t in (self._control.timer(), self._idle_deadline(), self._drain_deadline):
             if t is not None:
                 times.append(t)
@@ -302,6 +307,11 @@ class Receiver(SessionBase):
             return
         if self._drain_deadline is not None and now >= self._drain_deadline:
             self._set_state(self._drain_final)
+            return
+        first = self._first_seen
+        if self._state is ReceiverState.AWAIT_HELLO and first is not None:
+            if now >= first + self._config.handshake_timeout:
+                self._fail("no valid HELLO arrived", remote=False, notify=False)
             return
         self._check_idle(now)
 

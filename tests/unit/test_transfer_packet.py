@@ -98,6 +98,10 @@ def test_every_truncation_raises_packet_error(index):
             assert [bytes(v) for _, _, v in blocks] == [bytes(v) for _, _, v in full[3][1][: len(blocks)]]
             assert len(blocks) < len(full[3][1])
             continue
+        if index == 4 and cut > HEADER_SIZE + 8:
+            # Likewise a CONTROL chunk cut short is a shorter chunk at the same offset.
+            assert decode_packet(datagram[:cut])[3] == (5, full[3][1][: cut - HEADER_SIZE - 8])
+            continue
         with pytest.raises(PacketError):
             decode_packet(datagram[:cut])
 
@@ -141,7 +145,7 @@ def test_fuzz_random_bytes_only_packet_error(data, tag):
         pass
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.integers(0, 7), st.data())
 def test_fuzz_mutated_datagrams_only_packet_error(index, data):
     datagram = bytearray(sample_datagrams()[index])

@@ -369,10 +369,9 @@ class _Rows(Sequence[Entry]):
         """Row of ``value`` by identity (C-level scans of the entry list and the index list)."""
         if value is PARENT_ENTRY and self._offset:
             return 0
-        for position, entry in enumerate(self._entries):
-            if entry is value:
-                return self._idx.index(position) + self._offset
-        raise ValueError("entry not shown")
+        # map(is_) keeps the scan in C and never calls dict.__eq__ on look-alike entries.
+        position = list(map(operator.is_, self._entries, repeat(value))).index(True)
+        return self._idx.index(position) + self._offset
 
 
 # -- the widget ------------------------------------------------------------------------------
@@ -516,11 +515,12 @@ class FileList(ScrollView, can_focus=True):
         self._isdir: list[bool] = []
         self._dirs_by_name: list[int] = []
         self._files_by_name: list[int] = []
+        # The listing the two name orders above were computed for (by identity): a sort-key
+        # change re-uses them, so only set_entries pays for sorting names.
+        self._sorted_by_name: list[Entry] | None = None
+        # Computed on first use only (most listings are never sorted by size or time).
         self._visible_cache: list[bool] | None = None
         self._size_keys: list[int] | None = None
-        # The listing the name order below was computed for (identity), so that sort-key
-        # changes re-use it and only set_entries pays for sorting names.
-        self._sorted_by_name: list[Entry] | None = None
         self._mtime_keys: list[float] | None = None
         self._by_name_cache: dict[str, Entry] | None = None
         self._order: list[int] = []
@@ -621,8 +621,9 @@ class FileList(ScrollView, can_focus=True):
             names: list[Any] = list(map(_GET_NAME, entries))
             types: list[Any] = list(map(_GET_TYPE, entries))
         except (KeyError, TypeError):  # a malformed reply: take the careful path
-            names = [e.get("name") if isinstance(e, Mapping) else None for e in entries]
-            types = [e.get("type") if isinstance(e, Mapping) else None for e in entries]
+            self._entries = entries = [e for e in entries if isinstance(e, Mapping)]
+            names = [e.get("name") for e in entries]
+            types = [e.get("type") for e in entries]
         if not set(map(type, names)) <= {str}:
             names = [n if isinstance(n, str) else "" for n in names]
         self._names = names
@@ -790,7 +791,7 @@ class FileList(ScrollView, can_focus=True):
     def validate_sort_key(self, value: str) -> SortKey:
         if value not in SORT_KEYS:
             raise ValueError(f"sort key must be one of {SORT_KEYS}, not {value!r}")
-        return value  # type: ignore[return-value]  # checked just above
+        return value  # narrowed to SortKey by the membership test
 
     # -- cursor ----------------------------------------------------------------------------
 

@@ -1,0 +1,106 @@
+"""The server's UDP port: one socket for discovery and for the transfer data plane.
+
+The stdlib ``DatagramProtocol`` reads one datagram per wake-up into a fresh 256 KiB buffer
+and loses most packets at speed (shared/notes/transport-performance.md), so this reads with
+``add_reader`` and drains the socket with ``recvfrom_into`` into one reused buffer.
+Datagrams are routed by their first byte to the handler registered for it; unknown kinds
+are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+log = logging.getLogger("jettui.server.udp")
+
+DatagramHandler = Callable[[memoryview, tuple[str, int]], None]
+
+RECV_BUFFER = 64 * 1024 * 1024
+SEND_BUFFER = 8 * 1024 * 1024
+MAX_DATAGRAM = 65536
+#: Datagrams handled per wake-up before yielding to other tasks.
+DRAIN_BUDGET = 512
+
+
+def _set_buffer(sock: socket.socket, force_opt: int, opt: int, size: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force_opt, size)  # root may exceed the sysctl cap
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
+class UdpEndpoint:
+    def __init__(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        _set_buffer(self.sock, getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF, RECV_BUFFER)
+        _set_buffer(self.sock, getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF, SEND_BUFFER)
+        self.sock.bind((host, port))
+        self.port: int = self.sock.getsockname()[1]
+        self.handlers: dict[int, DatagramHandler] = {}
+        self.dropped_unknown = 0
+        self.received = 0
+        self._buf = bytearray(MAX_DATAGRAM)
+        self._view = memoryview(self._buf)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def buffer_sizes(self) -> tuple[int, int]:
+        return (
+            self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+            self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+        )
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._on_readable)
+
+    def close(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def register(self, first_byte: int, handler: DatagramHandler) -> None:
+        self.handlers[first_byte] = handler
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Send one datagram; False when the kernel buffer is full (the caller paces)."""
+        try:
+            self.sock.sendto(data, addr)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return False
+            raise
+
+    def _on_readable(self) -> None:
+        view, sock = self._view, self.sock
+        for _ in range(DRAIN_BUDGET):
+            try:
+                n, addr = sock.recvfrom_into(self._buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors surface here on Linux; they are not fatal
+                log.debug("udp receive error: %s", exc)
+                continue
+            self.received += 1
+            if n == 0:
+                continue
+            handler = self.handlers.get(self._buf[0])
+            if handler is None:
+                self.dropped_unknown += 1
+                continue
+            try:
+                handler(view[:n], addr)
+            except Exception:
+                log.exception("udp handler failed")

@@ -1,0 +1,419 @@
+"""Sender and receiver end to end, in memory, on a hand-stepped clock (aioquic style).
+
+Impaired links are seeded, so every run is identical: resend counts are asserted exactly,
+next to the bounds they must respect whatever the implementation details.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+
+import pytest
+
+from jettui.constants import FILETYPE_DIRECTORY, MIN_CIPHER_NONE
+from jettui.transfer import (
+    CIPHER_SUITES,
+    FileEntry,
+    FileVerified,
+    HandshakeCompleted,
+    PacketType,
+    RangeSet,
+    ReceiverState,
+    SenderState,
+    StaticKey,
+    TransferCompleted,
+    TransferConfig,
+    TransferFailed,
+)
+from jettui.transfer.packet import encode_data
+from jettui.transfer.simulation import Link, MemorySink, build, make_entries
+
+LEVELS = sorted(CIPHER_SUITES)
+
+
+def payloads(seed: int, *sizes: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(n) for n in sizes]
+
+
+def config(level: int | None = None, **kw) -> TransferConfig:
+    if level is not None:
+        kw.update(min_cipher=level, max_cipher=level)
+    kw.setdefault("initial_rate", 20e6)
+    kw.setdefault("max_rate", 20e6)
+    return TransferConfig(**kw)
+
+
+def assert_delivered(sim, contents):
+    assert sim.sender.state is SenderState.COMPLETE, sim.sender_events
+    assert sim.receiver.state is ReceiverState.CLOSED, sim.receiver_events
+    assert [bytes(f) for f in sim.sink.files] == list(contents)
+    assert isinstance(sim.sender_events[-1], TransferCompleted) and sim.sender_events[-1].failed == ()
+    assert isinstance(sim.receiver_events[-1], TransferCompleted)
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda v: CIPHER_SUITES[v].name)
+def test_round_trip_every_cipher_level(level):
+    contents = payloads(1, 100_000, 0, 1, 1344, 1345, 70_001)
+    sim = build(contents, sender_config=config(level), receiver_config=config(level))
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert sim.sender.cipher == sim.receiver.cipher == level
+    handshake = [e for e in sim.sender_events if isinstance(e, HandshakeCompleted)]
+    assert handshake[0].cipher == level and handshake[0].peer_public_key == sim.receiver._static.public_bytes
+    s, r = sim.sender.stats, sim.receiver.stats
+    assert s.blocks_sent == sim.sender.total_blocks == r.blocks_received
+    assert s.blocks_retransmitted == 0 and s.blocks_acked == sim.sender.total_blocks
+    assert sim.sender.drops.total == sim.receiver.drops.total == 0
+    # ACK traffic stays far below 1 % of the forward bytes.
+    assert sim.backward.bytes_sent < 0.01 * sim.forward.bytes_sent
+
+
+@pytest.mark.parametrize(
+    "sender_range, receiver_range, message",
+    [
+        ((0, 2), (3, 3), "sender offers at most ENCRYPTED_128 but receiver requires ENCRYPTED_256"),
+        ((3, 3), (0, 1), "receiver offers at most UNENCRYPTED but sender requires ENCRYPTED_256"),
+    ],
+)
+def test_cipher_refusal_names_both_levels(sender_range, receiver_range, message):
+    s_cfg = config(min_cipher=sender_range[0], max_cipher=sender_range[1])
+    r_cfg = config(min_cipher=receiver_range[0], max_cipher=receiver_range[1])
+    sim = build(payloads(2, 1000), sender_config=s_cfg, receiver_config=r_cfg)
+    sim.run(30)
+    assert sim.sender.state is SenderState.FAILED and sim.receiver.state is ReceiverState.FAILED
+    assert sim.sender_events == [TransferFailed(f"refused by receiver: {message}", remote=True)]
+    assert sim.receiver_events == [TransferFailed(message, remote=False)]
+    assert sim.sink.writes == 0
+
+
+def test_wrong_receiver_key_fails_handshake():
+    sim = build(payloads(3, 1000), expected_receiver_key=StaticKey.generate().public_bytes)
+    sim.run(60)
+    assert sim.sender.state is SenderState.FAILED
+    (event,) = sim.sender_events
+    assert isinstance(event, TransferFailed) and event.message.startswith("handshake failed after 10 s")
+    # The receiver never accepted the HELLOs (one per retransmission), and counted them.
+    assert sim.receiver.state is ReceiverState.FAILED
+    assert sim.receiver_events == [TransferFailed("no valid HELLO arrived")]
+    # HELLO at 0, 0.5, 1.5, 3.5, 5.5, 7.5 and 9.5 s (back-off doubling to 2 s).
+    assert sim.receiver.drops.unauthentic == sim.forward.sent == 7
+
+
+def test_unauthorized_sender_refused():
+    sim = build(payloads(4, 1000), authorized_keys=[StaticKey.generate().public_bytes])
+    sim.run(30)
+    (event,) = sim.sender_events
+    assert isinstance(event, TransferFailed) and "is not an authorized client" in event.message
+    allowed = StaticKey.generate()
+    sim = build(payloads(4, 1000), sender_key=allowed, authorized_keys=[allowed.public_bytes])
+    sim.run(30)
+    assert sim.sender.state is SenderState.COMPLETE
+
+
+def test_receiver_reject_reaches_sender():
+    contents = payloads(5, 5000)
+    sim = build(contents)
+    sim.accept = False
+    sim.run(1)
+    assert sim.receiver.state is ReceiverState.AWAIT_ACCEPT
+    sim.receiver.reject("bad credentials")
+    sim.run(30)
+    assert sim.sender_events[-1] == TransferFailed("rejected by receiver: bad credentials", remote=True)
+    assert sim.sender.state is SenderState.FAILED
+
+
+# -- impaired links: exact resend counts ---------------------------------------------------------------
+IMPAIRMENTS = {
+    "loss-1%": dict(loss=0.01),
+    "loss-5%": dict(loss=0.05),
+    "loss-20%": dict(loss=0.20),
+    "reorder": dict(reorder=0.3, reorder_delay=0.004),
+    "reorder-late": dict(reorder=0.05, reorder_delay=0.030),
+    "duplicate": dict(duplicate=0.2),
+    "bursts": dict(burst_enter=0.01, burst_length=20),
+    "everything": dict(loss=0.05, reorder=0.1, duplicate=0.05, burst_enter=0.005, burst_length=8),
+}
+#: blocksRetransmitted per scenario for the seeded runs (see test docstring).
+EXPECTED_RESENDS = {
+    "loss-1%": 1,
+    "loss-5%": 15,
+    "loss-20%": 62,
+    "reorder": 0,
+    "reorder-late": 3,  # 30 ms late is beyond the reorder allowance: spurious resends
+    "duplicate": 0,
+    "bursts": 70,
+    "everything": 9,
+}
+
+
+@pytest.mark.parametrize("name", IMPAIRMENTS)
+def test_impaired_link_exact_resends(name):
+    """Both directions impaired alike.  Whatever the scenario: byte-identical files, every
+    block sent once plus its resends, at least one resend per DATA datagram lost on the
+    way, and the exact count for this seed (a change means the algorithm changed)."""
+    contents = payloads(6, 300_000, 20_000, 0, 4000)
+    kw = IMPAIRMENTS[name]
+    sim = build(
+        contents,
+        forward=Link(random.Random(11), delay=0.02, **kw),
+        backward=Link(random.Random(12), delay=0.02, **kw),
+    )
+    sim.run(120)
+    assert_delivered(sim, contents)
+    s = sim.sender.stats
+    total = sim.sender.total_blocks
+    assert s.blocks_sent == total + s.blocks_retransmitted
+    assert sim.receiver.stats.blocks_received == total == s.blocks_acked
+    if "reorder" not in kw and "duplicate" not in kw:
+        assert s.blocks_retransmitted >= sim.forward.dropped_data
+    assert s.blocks_retransmitted == EXPECTED_RESENDS[name]
+
+
+def test_link_dark_for_30_seconds():
+    contents = payloads(7, 400_000)
+    dark = [(0.1, 30.1)]
+    sim = build(
+        contents,
+        forward=Link(random.Random(1), delay=0.02, dark=dark),
+        backward=Link(random.Random(2), delay=0.02, dark=dark),
+    )
+    sim.run(120)
+    assert_delivered(sim, contents)
+    s = sim.sender.stats
+    # Sending stops after the ACK stall timeout, then PINGs back off to one per second.
+    # Every block sent into the dark is resent once, and nothing else.
+    assert s.blocks_retransmitted == sim.forward.dropped_data == 119
+    assert s.blocks_sent == sim.sender.total_blocks + 119
+    assert 30.1 < sim.now < 35
+    pings = s.packets_sent - s.blocks_sent - 3  # HELLO, open/files control, close control
+    assert 25 <= pings <= 45
+
+
+def test_heavy_loss_many_small_files_dirs_and_empty_files():
+    contents = payloads(8, *([0, 10, 1344, 3000] * 25))
+    entries = make_entries(contents)
+    entries[0] = FileEntry("emptydir", 0, 0, FILETYPE_DIRECTORY, hashlib.sha256(b"").digest())
+    sim = build(
+        contents,
+        entries=entries,
+        forward=Link(random.Random(3), loss=0.2),
+        backward=Link(random.Random(4), loss=0.2),
+    )
+    sim.run(120)
+    assert_delivered(sim, contents)
+    verified = [e for e in sim.sender_events if isinstance(e, FileVerified)]
+    assert sorted(e.file_index for e in verified) == list(range(100)) and all(e.ok for e in verified)
+    assert sim.sender.stats.blocks_retransmitted == 20 >= sim.forward.dropped_data
+
+
+def test_replayed_datagrams_dropped_and_counted():
+    contents = payloads(9, 200_000)
+    sim = build(contents, forward=Link(random.Random(5), record=True))
+    replayed = []
+
+    def replay(s):
+        if not replayed and s.receiver.stats.blocks_received > 100:
+            delivered = s.forward.log[: s.forward.delivered]  # FIFO link, no loss
+            replayed.extend(d for d in delivered if d[1] != PacketType.HELLO)
+            writes = s.sink.writes
+            for d in replayed:
+                s.receiver.receive_datagram(d, ("attacker", 9), s.now)
+            assert s.sink.writes == writes
+
+    sim.on_step = replay
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert len(replayed) > 100
+    assert sim.receiver.drops.replayed == len(replayed)
+    assert sim.sender.stats.blocks_retransmitted == 0
+
+
+@pytest.mark.parametrize("level", LEVELS[1:], ids=lambda v: CIPHER_SUITES[v].name)
+def test_flipped_bit_at_every_offset_dropped(level):
+    contents = payloads(10, 50_000)
+    sim = build(contents, sender_config=config(level), receiver_config=config(level))
+    corrupted: list[bytes] = []
+
+    def capture(datagram, now):
+        if not corrupted and datagram[1] == PacketType.DATA:
+            for pos in range(len(datagram)):
+                forged = bytearray(datagram)
+                forged[pos] ^= 1 << (pos % 8)
+                corrupted.append(bytes(forged))
+            return True  # the original is lost too: it must be resent
+        return False
+
+    def inject(s):
+        if corrupted and s.receiver.drops.total == 0:
+            for d in corrupted:
+                s.receiver.receive_datagram(d, ("sender", 1), s.now)
+
+    sim.forward.drop = capture
+    sim.on_step = inject
+    sim.run(30)
+    assert_delivered(sim, contents)
+    drops = sim.receiver.drops
+    assert drops.total == len(corrupted) > 1000
+    # Byte 0: bad magic; byte 1: DATA (3) ^ 2 = HELLO, not valid now; bytes 2-9: another
+    # session; bytes 10-17: another packet number, which fails authentication (or is old).
+    assert (drops.malformed, drops.unexpected, drops.wrong_session) == (1, 1, 8)
+    assert drops.replayed + drops.unauthentic == len(corrupted) - 10
+    assert sim.sender.stats.blocks_retransmitted == 1
+
+
+def test_block_past_declared_size_refused():
+    contents = payloads(11, 5000)  # 4 blocks: 3 x 1344 + 968
+    sim = build(contents)
+    sent = []
+
+    def forge(s):
+        if not sent and s.receiver.state is ReceiverState.RECEIVING:
+            sender = s.sender
+            bad = [(0, 4, b"x" * 100), (0, 1 << 40, b"y"), (0, 3, b"z" * 1344), (7, 0, b"w")]
+            for block in bad:
+                sent.append(sender._seal(PacketType.DATA, encode_data(s.now, [block]), s.now))
+            for d in sent:
+                s.receiver.receive_datagram(d, ("sender", 1), s.now)
+
+    sim.on_step = forge
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert sim.receiver.drops.out_of_range == 4
+    assert len(sim.sink.files[0]) == 5000
+
+
+def test_resume_sends_only_missing_blocks():
+    contents = payloads(12, 134_400, 13_440)  # 100 + 10 blocks
+    acked = {0: RangeSet([(0, 30)])}
+    present = {0: RangeSet([(20, 60)]), 1: RangeSet([(0, 10)])}
+    initial = [contents[0][:80_640] + bytes(134_400 - 80_640), contents[1]]
+    sim = build(contents, acked=acked, present=present, initial=initial)
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert sim.sender.stats.blocks_sent == 40  # blocks 60..99 of file 0, nothing of file 1
+    assert sim.receiver.stats.blocks_received == 40
+    checkpoint = sim.sender.checkpoint()
+    assert checkpoint.ranges == {0: RangeSet([(0, 100)]), 1: RangeSet([(0, 10)])}
+
+
+def test_stale_sender_checkpoint_is_repaired():
+    """The sender believes blocks are acknowledged that the receiver no longer has."""
+    contents = payloads(13, 134_400)
+    sim = build(contents, acked={0: RangeSet([(0, 100)])}, present={0: RangeSet([(0, 50)])},
+                initial=[contents[0][:67_200] + bytes(67_200)])
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert sim.sender.stats.blocks_sent == 50
+
+
+def test_files_beyond_4_gib_use_64_bit_offsets():
+    size = (5 << 30) + 3000
+    block = 1344
+    nblocks = -(-size // block)
+
+    class PatternSource:
+        def read(self, file_index, offset, length):
+            return (offset.to_bytes(8, "big") * (length // 8 + 1))[:length]
+
+    class DictSink(MemorySink):
+        def open(self, entries):
+            self.files = []
+            self.blocks: dict[int, bytes] = {}
+
+        def write(self, file_index, offset, data):
+            assert offset + len(data) <= size
+            self.blocks[offset] = bytes(data)
+            self.writes += 1
+
+    sink = DictSink()
+    entry = FileEntry("huge.bin", size, 0, digest=b"")
+    sim = build([], entries=[entry], source=PatternSource(), sink=sink, present={0: RangeSet([(0, nblocks - 3)])})
+    sim.verify = lambda index: len(sink.blocks) == 3
+    sim.run(30)
+    assert sim.sender.state is SenderState.COMPLETE
+    offsets = sorted(sink.blocks)
+    assert offsets == [(nblocks - 3) * block, (nblocks - 2) * block, (nblocks - 1) * block]
+    assert offsets[-1] > 1 << 32 and len(sink.blocks[offsets[-1]]) == size - offsets[-1]
+    assert sink.blocks[offsets[0]][:8] == offsets[0].to_bytes(8, "big")
+
+
+def test_receiver_disk_full_fails_both_sides_cleanly():
+    contents = payloads(14, 100_000)
+    sim = build(contents)
+    sim.sink.fail_after = 10
+    sim.run(30)
+    assert sim.receiver.state is ReceiverState.FAILED
+    assert sim.sender.state is SenderState.FAILED
+    message = "cannot write 'file0': [Errno 28] No space left on device"
+    assert sim.receiver_events[-1] == TransferFailed(message)
+    assert sim.sender_events[-1] == TransferFailed(f"receiver: {message}", remote=True)
+
+
+def test_verification_failure_reported():
+    contents = payloads(15, 10_000, 10_000)
+    entries = make_entries(contents)
+    entries[1] = FileEntry("file1", 10_000, 0, digest=b"not the digest")
+    sim = build(contents, entries=entries)
+    sim.run(30)
+    assert sim.sender.state is SenderState.COMPLETE
+    assert sim.sender_events[-1] == TransferCompleted(failed=(1,))
+    assert FileVerified(1, False, "digest mismatch") in sim.sender_events
+
+
+def test_skipped_files_not_sent():
+    contents = payloads(16, 10_000, 10_000)
+    sim = build(contents, skip={0: "exists (OVERWRITE_NEVER)"})
+    sim.run(30)
+    assert sim.sender.state is SenderState.COMPLETE
+    assert FileVerified(0, True, "exists (OVERWRITE_NEVER)", skipped=True) in sim.sender_events
+    assert sim.sender.stats.blocks_sent == 8 and bytes(sim.sink.files[1]) == contents[1]
+
+
+def test_sender_abort_reaches_receiver():
+    contents = payloads(17, 500_000)
+    sim = build(contents)
+
+    def cancel(s):
+        if s.sender.stats.blocks_sent > 50 and s.sender.state is SenderState.SENDING:
+            s.sender.abort("cancelled by user")
+
+    sim.on_step = cancel
+    sim.run(30)
+    assert sim.receiver_events[-1] == TransferFailed("sender: cancelled by user", remote=True)
+    assert sim.receiver.state is ReceiverState.FAILED
+
+
+def test_machines_never_touch_io():
+    import pathlib
+
+    import jettui.transfer as package
+
+    root = pathlib.Path(package.__file__).parent
+    for path in root.glob("*.py"):
+        if path.name == "driver.py":
+            continue  # the asyncio driver is the one I/O module
+        text = path.read_text()
+        for forbidden in ("import socket", "import asyncio", "from asyncio", "import time", "time.", "import os"):
+            assert forbidden not in text, f"{path.name} contains {forbidden!r}"
+        assert not re.search(r"(?<![.\w])(?<!def )open\(", text), f"{path.name} opens files"
+
+
+def test_idle_timeout_fails_sender():
+    contents = payloads(18, 200_000)
+    sim = build(contents, forward=Link(random.Random(1), dark=[(0.2, 1000)]),
+                backward=Link(random.Random(2), dark=[(0.2, 1000)]))
+    sim.run(200)
+    assert sim.sender_events[-1] == TransferFailed("no packet from the peer for 90 s")
+    assert sim.receiver_events[-1] == TransferFailed("no packet from the peer for 90 s")
+
+
+def test_no_ciphers_level_none_still_transfers_and_is_plain():
+    contents = payloads(19, 3000)
+    sim = build(contents, sender_config=config(MIN_CIPHER_NONE), receiver_config=config(MIN_CIPHER_NONE),
+                forward=Link(random.Random(1), record=True))
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert any(contents[0][:1000] in d for d in sim.forward.log)
