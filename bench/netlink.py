@@ -684,11 +684,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.print_help()
         return 2
     loss_ba = args.loss if args.loss_ba is None else args.loss_ba
-    with (
-        sigterm_as_interrupt(),
-        Link(args.rate, args.rtt, args.loss / 100, loss_ba / 100, queue_ms=args.queue_ms, seconds=60) as link,
-    ):
-        link.verify()
+    link = Link(args.rate, args.rtt, args.loss / 100, loss_ba / 100, queue_ms=args.queue_ms, seconds=60)
+    try:
+        with sigterm_as_interrupt(), link:
+            link.verify()
+    except KeyboardInterrupt:
+        print("interrupted; link torn down", file=sys.stderr)
+        return 130
     if link.final_stats:
         f = link.final_stats
         print(f"forwarder: ran {f['elapsed_s']:.1f} s, used {f['cpu_s']:.2f} s CPU")

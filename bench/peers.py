@@ -34,7 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from netlink import ADDR_A, ADDR_B, Link, LinkError, reap, stop
+try:  # run from bench/ (wan.py puts it on sys.path)
+    from netlink import ADDR_A, ADDR_B, Link, LinkError, reap, stop
+except ModuleNotFoundError:  # imported as the bench package
+    from bench.netlink import ADDR_A, ADDR_B, Link, LinkError, reap, stop
 
 SSH_PORT = 22
 IPERF_PORT = 5201
@@ -635,7 +638,10 @@ SCP_TOOLS = ("scp", "ssh-keygen", "/usr/sbin/sshd")
 
 
 def registry() -> dict[str, Peer]:
-    from peers_jettui import run_jettui
+    try:
+        from peers_jettui import run_jettui
+    except ModuleNotFoundError:
+        from bench.peers_jettui import run_jettui
 
     return {
         p.name: p

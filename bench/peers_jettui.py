@@ -54,7 +54,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from netlink import Link
+try:
+    from netlink import Link
+except ModuleNotFoundError:
+    from bench.netlink import Link
 
 
 def run_jettui(

@@ -134,7 +134,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--entries", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--size", default="80x24", help="terminal size, COLSxROWS")
     args = parser.parse_args()
     cols, rows = (int(v) for v in args.size.split("x"))

@@ -47,11 +47,14 @@ class EventLog:
     def emit(
         self,
         name: str,
+        /,
         owner: str | None = None,
         trigger: str | None = None,
-        trigger_args: Iterable[str] = (),
+        trigger_args: Iterable[str] | None = None,
         **data: Any,
     ) -> dict[str, Any]:
+        """Record an event; run the trigger named ``trigger`` (default: the event's name)
+        with ``trigger_args`` (default: the event's values)."""
         ts = self.clock_us()
         event = {"_event": name, "_timestamp": ts, **data}
         self.state.execute(
@@ -63,8 +66,9 @@ class EventLog:
                 listener(event, owner)
             except Exception:
                 log.exception("event listener failed")
-        if trigger is not None:
-            self.run_trigger(trigger, list(trigger_args))
+        if name != "triggerFailed":  # a failing trigger must not trigger itself
+            args = [str(v) for v in data.values()] if trigger_args is None else list(trigger_args)
+            self.run_trigger(trigger or name, args)
         return event
 
     def query(
@@ -132,7 +136,7 @@ class EventLog:
                 start_new_session=True,
             )
         except OSError as exc:
-            self.emit("triggerFailed", trigger=None, triggerName=path.name, errorMessage=str(exc))
+            self.emit("triggerFailed", triggerName=path.name, errorMessage=str(exc))
             return
         try:
             async with asyncio.timeout(TRIGGER_TIMEOUT):

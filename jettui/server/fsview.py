@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import hashlib
 import os
 import secrets
 import stat
 import sys
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from jettui.constants import (
     ACCESS_EXECUTE,
@@ -216,6 +217,42 @@ def _faccess(dir_fd: int, name: str) -> int:
     return bits
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _in_use(
+    method: Callable[Concatenate[FileSystemView, _P], _R],
+) -> Callable[Concatenate[FileSystemView, _P], _R]:
+    """Count a public call as in flight (and turn a stray OSError into a CommandError).
+    close() during a call defers closing the root
+    descriptors until the last call returns: closing them under a running call would let
+    the descriptor numbers be reused by some other open (another user's root, say) and the
+    call would carry on relative to that."""
+
+    @functools.wraps(method)
+    def guarded(self: FileSystemView, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            if self._closed:
+                raise CommandError("this file system view is closed")
+            self._busy += 1
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            # A safety net: every failure reaches the client as a CommandError, and an
+            # OSError's own text is not used because it may carry a real file name.
+            reason = os.strerror(exc.errno) if exc.errno else "system error"
+            raise CommandError(f"{method.__name__} failed: {reason}") from None
+        finally:
+            with self._lock:
+                self._busy -= 1
+                release = self._closed and not self._busy
+            if release:
+                self._release()
+
+    return guarded
+
+
 class _Root:
     """One sandbox root: its name and a descriptor on its directory."""
 
@@ -262,6 +299,7 @@ class FileSystemView:
             raise CommandError(f"sandbox roots must be a mapping, not {type(roots).__name__}")
         self._lock = threading.Lock()
         self._closed = False
+        self._busy = 0  # public calls in flight (see _in_use)
         self._roots: dict[str, _Root] = {}
         euid = os.geteuid()
         self._euid = euid
@@ -283,15 +321,22 @@ class FileSystemView:
                 in_root = (st.st_dev, st.st_ino) == (system_root.st_dev, system_root.st_ino)
                 self._roots[name] = _Root(name, fd, in_root)
         except BaseException:
-            self.close()
+            self._release()
             raise
 
     # -- life cycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the roots' descriptors.  Idempotent; later calls raise CommandError."""
+        """Close the roots' descriptors (once the calls in flight have returned).
+        Idempotent; later calls raise CommandError."""
         with self._lock:
             self._closed = True
+            release = not self._busy
+        if release:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
             roots, self._roots = self._roots, {}
         for root in roots.values():
             if root.fd >= 0:
@@ -307,14 +352,15 @@ class FileSystemView:
 
     def _locate(self, path: object) -> tuple[_Root, VirtualPath]:
         roots = self._roots
-        if self._closed:
-            raise CommandError("this file system view is closed")
+        if not roots:
+            raise CommandError("no sandbox roots are available to this session")
         vpath = parse_path(path, roots)
         root = roots[vpath.root]
         if root.fd < 0:
             raise CommandError(f"sandbox {vpath.root or '/'!r} is unavailable ({root.error})")
         return root, vpath
 
+    @_in_use
     def display(self, path: str) -> str:
         """The canonical virtual path for messages (``name:/a/b`` or ``/a/b``)."""
         return self._locate(path)[1].display()
@@ -463,7 +509,13 @@ class FileSystemView:
         no_write = ~ACCESS_WRITE if readonly else ~0
         files: list[dict[str, Any]] = []
         append = files.append
+        # Everything the loop touches is a local: global and attribute look-ups are a
+        # measurable share of the per-entry cost at 100,000 entries.
         kind_of = _KIND_OF.get
+        ifmt = _S_IFMT
+        regular = LS_TYPE_REGULAR
+        directory = LS_TYPE_DIRECTORY
+        faccess = _faccess
         with os.scandir(fd) as entries:
             for entry in entries:
                 try:
@@ -471,21 +523,22 @@ class FileSystemView:
                 except FileNotFoundError:
                     continue  # removed while we listed
                 mode = st.st_mode
-                kind = kind_of(mode & _S_IFMT)
+                kind = kind_of(mode & ifmt)
                 if kind is None:
                     continue  # devices, FIFOs, sockets: not transferable, not in the seed's types
+                name = entry.name
                 if root_override:
-                    bits = 7 if (mode & 0o111 or kind == LS_TYPE_DIRECTORY) else 6
+                    bits = 7 if (mode & 0o111 or kind == directory) else 6
                 elif st.st_uid == euid:
                     bits = (mode >> 6) & 7
                 else:
-                    bits = _faccess(fd, entry.name)
+                    bits = faccess(fd, name)
                 ns = st.st_mtime_ns
                 append(
                     {
-                        "name": entry.name,
+                        "name": name,
                         "type": kind,
-                        "size": st.st_size if kind == LS_TYPE_REGULAR else 0,
+                        "size": st.st_size if kind == regular else 0,
                         "mtime": ns // 1_000_000_000,
                         "mtimeus": ns // 1000,
                         "access": bits & no_write,
@@ -500,12 +553,11 @@ class FileSystemView:
 
     # -- listing ------------------------------------------------------------------------
 
+    @_in_use
     def ls_roots(self) -> dict[str, Any]:
         """``{"path": "", "files": [...]}``: one type-10 entry per available root, named
         by its sandbox name (``"/"`` for the blank one)."""
         roots = self._roots
-        if self._closed:
-            raise CommandError("this file system view is closed")
         files = []
         for root in roots.values():
             if root.fd < 0:
@@ -518,6 +570,7 @@ class FileSystemView:
                 files.append(entry)
         return {"path": "", "files": files}
 
+    @_in_use
     def ls(self, path: str, directory: bool = False, hash_type: str | None = None) -> dict[str, Any]:
         """``{"path": path, "files": [...]}``: the entries of a directory, or the single
         entry of a file.  ``directory=True`` gives the entry of the path itself."""
@@ -555,6 +608,7 @@ class FileSystemView:
             raise CommandError(f"cannot list {vpath.display()}: not a file, directory or symbolic link")
         return entry
 
+    @_in_use
     def ls_list(
         self, path_list: list[str], stat_only: bool = False, hash_type: str | None = None
     ) -> list[dict[str, Any]]:
@@ -606,12 +660,14 @@ class FileSystemView:
             os.close(here)
             raise
 
+    @_in_use
     def mkdir(self, path: str) -> None:
         """Create a directory and its parents.  An existing directory is fine; an existing
         file (or anything else) of that name is an error."""
         root, vpath = self._locate(path)
         os.close(self._makedirs(root, vpath, _O_SEARCH))
 
+    @_in_use
     def open_dir_for_write(self, path: str, create: bool = True) -> int:
         """An ``O_RDONLY|O_DIRECTORY`` descriptor on a directory for the transfer writer
         (creating it and its parents when ``create``).  The caller closes it."""
@@ -623,6 +679,7 @@ class FileSystemView:
         except OSError as exc:
             raise self._error(exc, vpath, "open directory")
 
+    @_in_use
     def mkfile(self, path: str, size: int, fill_random: bool = False, modify_existing: bool = False) -> None:
         """Create a file of ``size`` bytes (zeros, sparse; or random bytes).
 
@@ -677,6 +734,7 @@ class FileSystemView:
         finally:
             os.close(parent)
 
+    @_in_use
     def mv(self, path: str, new_path: str) -> None:
         """Move or rename ``path`` to ``new_path`` (both confined; across roots when they
         share a filesystem).  An existing ``new_path`` is never replaced."""
@@ -716,6 +774,7 @@ class FileSystemView:
         finally:
             os.close(src_parent)
 
+    @_in_use
     def rm(self, path: str) -> None:
         """Remove a file, a symbolic link (not what it points to) or a whole directory tree."""
         root, vpath = self._locate(path)
@@ -747,6 +806,7 @@ class FileSystemView:
         finally:
             os.close(parent)
 
+    @_in_use
     def du(self, path: str) -> dict[str, int]:
         """``{"du": bytes}``: the total size of the regular files at or under ``path``.
         Symbolic links count zero and are not followed, not even a final one."""
@@ -770,6 +830,7 @@ class FileSystemView:
         except OSError as exc:
             raise self._error(exc, vpath, "measure")
 
+    @_in_use
     def open_read(self, path: str) -> int:
         """An ``O_RDONLY`` descriptor on a regular file (a final symbolic link is followed
         while it stays inside the root).  The caller closes it."""
@@ -903,8 +964,9 @@ def _walk_tree(top_fd: int, remove: bool) -> int:
                 continue
             if len(stack) == 1:
                 return total
-            stack.pop()
-            parent = stack[-1]
+            # Done with this level.  It stays on the stack until its descriptor is closed,
+            # so the finally clause closes it if re-entering the parent fails.
+            parent = stack[-2]
             if parent.fd < 0:
                 fd = os.open("..", _O_DIR | os.O_NOFOLLOW, dir_fd=level.fd)
                 st = os.fstat(fd)
@@ -912,9 +974,10 @@ def _walk_tree(top_fd: int, remove: bool) -> int:
                     os.close(fd)
                     raise CommandError("the directory tree was moved while it was being walked; stopped")
                 parent.fd = fd
-                low = len(stack) - 1
+                low = len(stack) - 2
             os.close(level.fd)
             level.fd = -1
+            stack.pop()
             if remove:
                 try:
                     os.rmdir(level.name, dir_fd=parent.fd)

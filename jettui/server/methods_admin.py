@@ -4,6 +4,7 @@ garbage collection, bandwidth, license, external address, discovery and subscrip
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from typing import Any
 
@@ -17,6 +18,8 @@ from jettui.server.methods_server import Work, _fs
 from jettui.server.tokens import APIToken
 
 P = Permissions
+#: A host name (RFC 1123 labels) or an IPv4 / IPv6 literal.
+HOST_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$|^[0-9A-Fa-f:.]{2,45}$")
 #: Notification topics a session may subscribe to.
 TOPICS = frozenset({"events", "transfers"})
 
@@ -245,7 +248,7 @@ async def setLicenseKeyAsync(call: Call, key: str, validate: bool | None = None)
 @method("server.setExternalAddress", superuser=True)
 async def setExternalAddress(call: Call, address: str) -> None:
     host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
-    if not host or len(address) > 255 or any(c.isspace() or c in "/\\@" for c in address):
+    if not HOST_RE.match(host):
         raise CommandError(f"address {address!r} is not a host name or IP address (optionally with :port)")
     call.server.state.set_setting("externalAddress", address)
 
@@ -284,6 +287,8 @@ async def sendDiscoverPacketAsync(
         raise CommandError(f"destinationPort must be in 1..65535 (got {port})")
     if not discoverId or len(discoverId) > 128:
         raise CommandError("discoverId must be the id returned by recvDiscoverPacketAsync")
+    if not HOST_RE.match(destinationAddress):
+        raise CommandError(f"destinationAddress {destinationAddress!r} is not a host name or IP address")
     udp = call.server.udp
     if udp is None:
         raise CommandError("the UDP port is not open")

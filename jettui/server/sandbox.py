@@ -106,7 +106,7 @@ def parse_path(path: object, roots: Container[str]) -> VirtualPath:
         root, rest = "", path
     if root not in roots:
         if root:
-            raise CommandError(f"path {show(path)} names an unknown sandbox {root!r}")
+            raise CommandError(f"path {show(path)} names an unknown sandbox {show(root)}")
         raise CommandError(f"path {show(path)} needs a sandbox name, as in 'name:/path'")
 
     parts: list[str] = []

@@ -43,9 +43,6 @@ class TransferConfig:
     queue_target: float = 0.010
     """Queueing delay (s) the rate controller steers towards; the link stays full with it."""
 
-    queue_max: float = 0.050
-    """Queueing delay (s) beyond which the rate is cut to the delivered rate at once."""
-
     tick: float = 0.001
     """Pacing granularity (s): the sender emits a batch of datagrams per tick."""
 

@@ -14,12 +14,13 @@ Strategy:
   sit in at the bottleneck.  Random loss does not raise it, so 1 % random loss leaves
   the rate alone; a bottleneck that is overrun does, within one RTT.
 * STARTUP doubles the rate each round trip from ``initial_rate`` until the queue passes
-  half the target, then falls to the rate the receiver actually measured (the
-  bottleneck's) and enters STEADY, a proportional controller around ``queue_target``:
-  below it the rate grows by up to ``gain_up`` per RTT, above it the rate shrinks, and
-  beyond ``queue_max`` it is cut to the delivered rate at once.  Growth is held while
-  the sender is application-limited so an idle sender does not accumulate a rate it
-  never tested.  ``max_rate`` (sendRateMax, server limits) can change at any time.
+  half the target, then falls to the rate the receiver measured (the bottleneck's) and
+  enters STEADY: each ACK sets the rate to the delivered rate times
+  ``1 + gain * (target - queue) / target`` (clamped to one gain step either way), so the
+  rate settles where the standing queue equals ``queue_target`` with the link full.
+  Growth is held while the sender is application-limited so an idle sender does not
+  accumulate a rate it never tested.  ``max_rate`` (sendRateMax, server limits) can
+  change at any time.
 """
 
 from __future__ import annotations
@@ -155,15 +156,13 @@ class RateController:
         *,
         active: bool = True,
         queue_target: float = 0.010,
-        queue_max: float = 0.050,
         gain_up: float = 0.25,
-        gain_down: float = 0.5,
+        gain_down: float = 0.25,
         base_window: float = 10.0,
     ) -> None:
         self.min_rate = min_rate
         self.max_rate = max_rate
         self.queue_target = queue_target
-        self.queue_max = queue_max
         self.gain_up = gain_up
         self.gain_down = gain_down
         self.rate = max_rate if not active else max(min_rate, min(initial_rate, max_rate))
@@ -172,7 +171,6 @@ class RateController:
         self.queue_delay = 0.0
         self.delivery_rate = 0.0
         self._last_update: float | None = None
-        self._last_cut = -math.inf
         self._last_recv: tuple[float, int] | None = None
 
     @property
@@ -228,21 +226,20 @@ class RateController:
             if q >= self.queue_target / 2:
                 if self.delivery_rate > 0:
                     self.rate = min(self.rate, self.delivery_rate)
-                self._last_cut = now
                 self._set_state(RateState.STEADY)
             elif not app_limited:
                 self.rate *= 2.0 ** (dt / rtt)
-        else:
-            err = (self.queue_target - q) / self.queue_target
-            if q > self.queue_max and now - self._last_cut > rtt:
-                # Far past the target: the bottleneck is overrun, go to what gets through.
-                self._last_cut = now
-                if self.delivery_rate > 0:
-                    self.rate = min(self.rate, self.delivery_rate * 0.95)
-                else:
-                    self.rate *= 0.7
-            elif err < 0:
-                self.rate *= max(0.5, 1.0 + self.gain_down * err * dt / rtt)
-            elif not app_limited:
-                self.rate *= 1.0 + self.gain_up * err * dt / rtt
+        elif self.delivery_rate > 0:
+            # Aim at what the path delivered, nudged by how far the queue is from target:
+            # up to gain_up faster when it is empty, gain_down slower when it is twice the
+            # target or more.  Steering the rate relative to the measured delivery rate
+            # (rather than integrating) keeps the overshoot to one gain step, and random
+            # loss p only shrinks the nudge by p: below ~20 % it never pulls the rate down.
+            err = max(-1.0, min(1.0, (self.queue_target - q) / self.queue_target))
+            gain = self.gain_up if err >= 0 else self.gain_down
+            target = self.delivery_rate * (1.0 + gain * err)
+            # An application-limited sender measured itself, not the path: only a queue
+            # above target may lower its rate then.
+            if not app_limited or (err < 0 and target < self.rate):
+                self.rate = target
         self.rate = max(self.min_rate, min(self.rate, self.max_rate))

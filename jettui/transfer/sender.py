@@ -134,7 +134,6 @@ class Sender(SessionBase):
             config.max_rate / 8,
             active=config.rate_control,
             queue_target=config.queue_target,
-            queue_max=config.queue_max,
         )
         self._pacer = Pacer(self._rate.rate, config.tick)
         self._app_limited = False
@@ -525,7 +524,7 @@ class Sender(SessionBase):
                 acked = self._acked[f]
                 if b in acked:
                     retx.popleft()
-                    retx.extendleft(reversed(acked.missing(b, e)))
+                    retx.extendleft((f, gs, ge) for gs, ge in reversed(acked.missing(b, e)))
                     continue
                 length = block_length(sizes[f], bs, b)
                 if length + hs > room:

@@ -35,8 +35,18 @@ def handshake(level: int = MIN_CIPHER_ENCRYPTED_256):
 
 
 def test_registered_levels_are_the_seed_constants():
-    assert LEVELS == [MIN_CIPHER_NONE, MIN_CIPHER_UNENCRYPTED, MIN_CIPHER_ENCRYPTED_128, MIN_CIPHER_ENCRYPTED_256]
-    assert [CIPHER_SUITES[level].name for level in LEVELS] == ["NONE", "UNENCRYPTED", "ENCRYPTED_128", "ENCRYPTED_256"]
+    assert LEVELS == [
+        MIN_CIPHER_NONE,
+        MIN_CIPHER_UNENCRYPTED,
+        MIN_CIPHER_ENCRYPTED_128,
+        MIN_CIPHER_ENCRYPTED_256,
+    ]
+    assert [CIPHER_SUITES[level].name for level in LEVELS] == [
+        "NONE",
+        "UNENCRYPTED",
+        "ENCRYPTED_128",
+        "ENCRYPTED_256",
+    ]
 
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda v: CIPHER_SUITES[v].name)

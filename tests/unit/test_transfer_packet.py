@@ -42,7 +42,19 @@ def sample_datagrams() -> list[bytes]:
     """One valid plaintext datagram of every type (handshake ones with a dummy tag)."""
     hello = encode_hello(Hello(b"s" * 32, b"e" * 32, 1, 3, 1344))
     reply = encode_hello_reply(HelloReply(b"r" * 32, False, 0, "sender offers at most NONE"))
-    ack = encode_ack(Ack(9, 1.5, 0.002, 7.0, 10, 13440, 0.01, 0.02, ((0, [(0, 5), (7, 9)]), (3, [(1 << 40, (1 << 40) + 2)]))))
+    ack = encode_ack(
+        Ack(
+            9,
+            1.5,
+            0.002,
+            7.0,
+            10,
+            13440,
+            0.01,
+            0.02,
+            ((0, [(0, 5), (7, 9)]), (3, [(1 << 40, (1 << 40) + 2)])),
+        )
+    )
     payloads = {
         PacketType.HELLO: hello + b"t" * TAG_SIZE,
         PacketType.HELLO_REPLY: reply + b"t" * TAG_SIZE,
@@ -69,7 +81,10 @@ def test_every_type_round_trips():
     assert hello == Hello(b"s" * 32, b"e" * 32, 1, 3, 1344)
     assert decoded[1][3].message == "sender offers at most NONE" and not decoded[1][3].accepted
     t, blocks = decoded[2][3]
-    assert t == 3.25 and [(f, b, bytes(v)) for f, b, v in blocks] == [(0, 1, b"abc"), (2, 1 << 33, b"z" * 100)]
+    assert t == 3.25 and [(f, b, bytes(v)) for f, b, v in blocks] == [
+        (0, 1, b"abc"),
+        (2, 1 << 33, b"z" * 100),
+    ]
     ack = decoded[3][3]
     assert ack.groups == ((0, [(0, 5), (7, 9)]), (3, [(1 << 40, (1 << 40) + 2)]))
     assert (ack.largest_pn, ack.packets_received, ack.bytes_received) == (9, 10, 13440)

@@ -54,6 +54,7 @@ __all__ = [
     "FileList",
     "SortKey",
     "escape_name",
+    "fit_runs",
     "format_size",
 ]
 

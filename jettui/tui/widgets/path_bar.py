@@ -62,7 +62,9 @@ class PathBar(Widget):
         super().__init__(name=name, id=id, classes=classes)
         self.set_reactive(PathBar.label, label)
         self.set_reactive(PathBar.path, path)
-        self.active = active
+        # Watchers do not run before mount, so apply the class by hand as well.
+        self.set_reactive(PathBar.active, active)
+        self.set_class(active, "-active")
 
     def watch_active(self, active: bool) -> None:
         self.set_class(active, "-active")

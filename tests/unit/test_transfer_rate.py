@@ -1,0 +1,165 @@
+"""Pacing and delay-based rate control: loss alone never cuts the rate, queueing delay does."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from jettui.transfer import SenderState, TransferConfig
+from jettui.transfer.rate import Pacer, RateController, RateState, RttEstimator, WindowedMin
+from jettui.transfer.simulation import Link, build
+
+MBIT = 1e6
+
+
+def test_pacer_batches_per_tick():
+    pacer = Pacer(rate=100 * MBIT / 8, tick=0.001)
+    sent_per_tick = []
+    now = 0.0
+    for _ in range(100):
+        credit = pacer.refill(now, 1400)
+        n = 0
+        while credit > 0:
+            pacer.spend(1400)
+            credit -= 1400
+            n += 1
+        sent_per_tick.append(n)
+        assert pacer.next_send_time() >= now + 0.001 - 1e-12
+        now += 0.001
+    # 100 Mbit/s = 12.5 kB per ms: 8 or 9 datagrams of 1400 B per tick, ~893 over 100 ms.
+    assert set(sent_per_tick) <= {8, 9, 10} and abs(sum(sent_per_tick) - 893) <= 10
+
+
+def test_pacer_caps_burst_after_idle():
+    pacer = Pacer(rate=1e6, tick=0.001, burst=2.0)
+    pacer.refill(0.0, 1400)
+    assert pacer.refill(10.0, 1400) == 2000.0  # two ticks of credit, not ten seconds
+
+
+def test_rtt_estimator_and_windowed_min():
+    rtt = RttEstimator()
+    for sample in (0.1, 0.1, 0.2):
+        rtt.update(sample)
+    assert rtt.min_rtt == 0.1 and 0.1 < rtt.srtt < 0.2
+    assert rtt.pto(0.01) > rtt.srtt
+    wm = WindowedMin(10.0)
+    assert wm.update(0.0, 5.0) == 5.0 and wm.update(5.0, 7.0) == 5.0
+    assert wm.update(12.0, 8.0) == 5.0  # previous window still remembered
+    assert wm.update(25.0, 9.0) == 8.0  # windows rotate: 5.0 is gone, 8.0 still counts
+    assert wm.update(50.0, 10.0) == 10.0  # after two idle windows everything old is gone
+
+
+class Feeder:
+    """Plays the receiver's reports: the path delivers whatever the controller sends."""
+
+    def __init__(self, ctrl: RateController, srtt: float = 0.05) -> None:
+        self.ctrl, self.srtt, self.now, self.received = ctrl, srtt, 0.0, 0
+
+    def feed(self, owds, step: float = 0.01) -> None:
+        for owd in owds:
+            self.received += int(self.ctrl.rate * step)
+            self.ctrl.on_report(self.now, owd, self.srtt, 1000.0 + self.now, self.received, app_limited=False)
+            self.now += step
+
+
+def test_controller_startup_then_backs_off_on_rising_delay():
+    ctrl = RateController(10 * MBIT / 8, 0.1 * MBIT / 8, 1000 * MBIT / 8)
+    feeder = Feeder(ctrl)
+    feeder.feed([0.02] * 20)  # 0.2 s flat at srtt 50 ms: four doublings
+    # 19 growth steps of 10 ms at srtt 50 ms: 10 Mbit/s * 2 ** 3.8 = 139 Mbit/s.
+    assert ctrl.state is RateState.STARTUP and ctrl.rate == pytest.approx(10 * MBIT / 8 * 2**3.8)
+    before = ctrl.rate
+    feeder.feed([0.02 + 0.002 * i for i in range(30)])  # queue grows to 58 ms
+    assert ctrl.state is RateState.STEADY and ctrl.rate < 0.6 * before
+
+
+def test_controller_steady_holds_at_target_and_grows_below_it():
+    ctrl = RateController(100 * MBIT / 8, 0.1 * MBIT / 8, 1000 * MBIT / 8)
+    feeder = Feeder(ctrl)
+    feeder.feed([0.02, 0.02, 0.03])  # queue at 10 ms: into STEADY
+    assert ctrl.state is RateState.STEADY
+    held = ctrl.rate
+    feeder.feed([0.03] * 50)  # exactly the target queue: rate holds
+    assert ctrl.rate == pytest.approx(held, rel=1e-3)
+    feeder.feed([0.02] * 50)  # queue drained: rate grows
+    assert ctrl.rate > 1.5 * held
+    feeder.feed([0.05] * 50)  # a deep queue: rate falls, 25 % below delivery per report
+    assert ctrl.rate < 0.05 * held
+
+
+def test_controller_fixed_and_max_rate_changes():
+    ctrl = RateController(10e6, 1e5, 50e6, active=False)
+    assert ctrl.state is RateState.FIXED and ctrl.rate == 50e6
+    ctrl.set_max_rate(20e6)
+    assert ctrl.rate == 20e6
+    active = RateController(100e6, 1e5, 200e6)
+    active.set_max_rate(30e6)
+    assert active.rate == 30e6
+    feeder = Feeder(active)
+    feeder.feed([0.01] * 50)
+    assert active.rate == 30e6  # growth stops at the ceiling
+    feeder.feed([math.nan] * 5)  # intervals without data change nothing
+    assert active.rate == 30e6
+
+
+def run_rate_sim(forward: Link, max_rate: float, size: int, samples: list, **cfg):
+    contents = [random.Random(1).randbytes(size)]
+    sender_config = TransferConfig(max_rate=max_rate, initial_rate=cfg.pop("initial_rate", 20 * MBIT), **cfg)
+    sim = build(
+        contents, sender_config=sender_config, forward=forward, backward=Link(random.Random(2), delay=0.02)
+    )
+
+    def sample(s):
+        if s.sender.state is SenderState.SENDING:
+            samples.append((s.now, s.sender.rate, s.sender.queue_delay))
+
+    sim.on_step = sample
+    sim.run(60)
+    assert sim.sender.state is SenderState.COMPLETE
+    assert bytes(sim.sink.files[0]) == contents[0]
+    return sim
+
+
+def test_one_percent_random_loss_does_not_cut_the_rate():
+    samples: list = []
+    sim = run_rate_sim(Link(random.Random(3), delay=0.02, loss=0.01), 40 * MBIT, 4_000_000, samples)
+    steady = [rate for t, rate, _ in samples if t > 0.3]
+    assert steady and min(steady) == 40 * MBIT  # pinned at the ceiling throughout
+    s = sim.sender.stats
+    assert 0.005 * s.blocks_sent < s.blocks_retransmitted < 0.02 * s.blocks_sent
+
+
+def test_bottleneck_queue_found_and_kept_short():
+    """A 30 Mbit/s bottleneck with a 200 ms buffer; the sender may go to 300 Mbit/s."""
+    samples: list = []
+    link = Link(random.Random(4), delay=0.02, rate_bps=30 * MBIT, queue_limit=0.2)
+    sim = run_rate_sim(link, 300 * MBIT, 6_000_000, samples)
+    late = [(rate, q) for t, rate, q in samples if t > 0.6]
+    rates = [r for r, _ in late]
+    mean_rate = sum(rates) / len(rates)
+    assert 24 * MBIT < mean_rate < 36 * MBIT
+    assert max(q for _, q in late) < 0.06  # never near the 200 ms buffer
+    s = sim.sender.stats
+    assert s.blocks_retransmitted < 0.05 * s.blocks_sent
+    goodput = 6_000_000 * 8 / sim.now
+    assert goodput > 0  # finished; exact time depends on the ramp
+
+
+def test_rising_delay_cuts_the_rate():
+    """Cross traffic fills the bottleneck queue: delay climbs 100 ms per second from t=0.5."""
+
+    class RisingDelay(Link):
+        def send(self, datagram, now):
+            self.delay = 0.02 + min(max(0.0, now - 0.5), 1.0) * 0.1
+            super().send(datagram, now)
+
+    samples: list = []
+    run_rate_sim(
+        RisingDelay(random.Random(5), delay=0.02), 50 * MBIT, 6_000_000, samples, initial_rate=50 * MBIT
+    )
+    before = [r for t, r, _ in samples if 0.3 < t < 0.5]
+    after = [r for t, r, _ in samples if 0.9 < t < 1.1]
+    assert before and min(before) == 50 * MBIT
+    assert after and max(after) < 0.5 * 50 * MBIT
