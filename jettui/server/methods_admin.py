@@ -190,9 +190,7 @@ async def updateGarbageCollectSettings(
     call: Call, intervalSeconds: int | None = None, timeLimitSeconds: int | None = None
 ) -> dict[str, int]:
     changes = {
-        k: v
-        for k, v in (("intervalSeconds", intervalSeconds), ("timeLimitSeconds", timeLimitSeconds))
-        if v is not None
+        k: v for k, v in (("intervalSeconds", intervalSeconds), ("timeLimitSeconds", timeLimitSeconds)) if v is not None
     }
     return call.server.update_gc_settings(changes)
 
@@ -255,14 +253,10 @@ async def setExternalAddress(call: Call, address: str) -> None:
 
 # -- discovery --------------------------------------------------
 @method("server.recvDiscoverPacketAsync")
-async def recvDiscoverPacketAsync(
-    call: Call, timeoutSeconds: int | float | None = None
-) -> tuple[Work, dict[str, Any]]:
+async def recvDiscoverPacketAsync(call: Call, timeoutSeconds: int | float | None = None) -> tuple[Work, dict[str, Any]]:
     wait = discovery.DEFAULT_TIMEOUT if timeoutSeconds is None else float(timeoutSeconds)
     if not 0 < wait <= discovery.MAX_TIMEOUT:
-        raise CommandError(
-            f"timeoutSeconds must be in (0, {discovery.MAX_TIMEOUT:.0f}] (got {timeoutSeconds})"
-        )
+        raise CommandError(f"timeoutSeconds must be in (0, {discovery.MAX_TIMEOUT:.0f}] (got {timeoutSeconds})")
     discover_id, fut = call.server.discovery.new()
 
     async def work() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jettui.api import APIInterface, CommandError
-from jettui.constants import PERMISSION_BROWSE, PERMISSION_WRITE
+from jettui.constants import PERMISSION_BROWSE
 from jettui.server.config import BandwidthOptions
 from tests.helpers import ServerThread, running_server
 
