@@ -28,7 +28,7 @@ def ls(api: APIInterface, path: str) -> list[str]:
     return sorted(f["name"] for f in api.server.getRequestResult(api.server.lsAsync(path))["files"])
 
 
-# -- API tokens ------------------------------------------------------------------------------------
+# -- API tokens -----------------------------------------------------------
 def test_token_acts_as_owner_confined_to_path(server: ServerThread, tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -114,7 +114,7 @@ def test_deleted_token_session_keeps_running(server: ServerThread, tmp_path: Pat
                 again.server.authToken(token["token"])
 
 
-# -- sandboxes -------------------------------------------------------------------------------------------
+# -- sandboxes ------------------------------------------------------------
 def test_sandbox_mappings_apply_to_new_sessions(server: ServerThread, tmp_path: Path) -> None:
     data, scratch = tmp_path / "data", tmp_path / "scratch"
     data.mkdir()
@@ -173,7 +173,7 @@ def test_bad_sandbox_mappings(server: ServerThread, user: str, roots: dict, matc
         alice.server.setSandboxMapping(user, roots)
 
 
-# -- wranglers --------------------------------------------------------------------------------------------
+# -- wranglers ------------------------------------------------------------
 def test_wranglers(server: ServerThread) -> None:
     with su(server) as alice, server.api() as bob:
         bob.server.auth("bob", "bob-pw")
@@ -196,7 +196,7 @@ def test_wranglers(server: ServerThread) -> None:
             alice.server.deleteWrangler(alice_uid)
 
 
-# -- event log ------------------------------------------------------------------------------------------------
+# -- event log ------------------------------------------------------------
 def test_event_log_and_live_notifications(server: ServerThread) -> None:
     received: list[dict] = []
     arrived = threading.Event()
@@ -231,7 +231,7 @@ def test_auth_failures_are_logged(server: ServerThread) -> None:
         assert failed and failed[-1]["userName"] == "alice"
 
 
-# -- garbage collection, bandwidth, license, address -------------------------------------------------------------
+# -- garbage collection, bandwidth, license, address ----------------------
 def test_garbage_collection_settings(server: ServerThread) -> None:
     with su(server) as alice:
         assert alice.server.getGarbageCollectSettings() == {"intervalSeconds": 3600, "timeLimitSeconds": 172800}
@@ -280,7 +280,7 @@ def test_license_and_external_address(server: ServerThread) -> None:
             bob.server.setExternalAddress("x")
 
 
-# -- discovery: the seed's two-server example -----------------------------------------------------------------------
+# -- discovery: the seed's two-server example -----------------------------
 def test_discovery_between_two_servers(server: ServerThread) -> None:
     with running_server() as other:
         other.add_user("bee", "pw")
@@ -320,7 +320,7 @@ def test_discovery_refuses_forged_and_times_out(server: ServerThread) -> None:
             A.server.recvDiscoverPacketAsync(timeoutSeconds=-1)
 
 
-# -- triggers -------------------------------------------------------------------------------------------------------
+# -- triggers -------------------------------------------------------------
 def test_triggers_run_with_arguments_and_failures_are_logged(tmp_path: Path) -> None:
     triggers, out = tmp_path / "triggers", tmp_path / "out.txt"
     triggers.mkdir()
@@ -349,7 +349,7 @@ def test_triggers_run_with_arguments_and_failures_are_logged(tmp_path: Path) -> 
             assert api.server.getServerInfo()["configuration"]["triggersAvailable"] is True
 
 
-# -- persistence --------------------------------------------------------------------------------------------------------
+# -- persistence ----------------------------------------------------------
 def test_admin_state_survives_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     data = tmp_path / "data"
