@@ -132,9 +132,7 @@ def cleanup_stale() -> list[str]:
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def socket_in_namespace(
-    ns: str, family: int = socket.AF_INET, type_: int = socket.SOCK_DGRAM
-) -> socket.socket:
+def socket_in_namespace(ns: str, family: int = socket.AF_INET, type_: int = socket.SOCK_DGRAM) -> socket.socket:
     """Create a socket that lives in namespace ``ns`` (setns in a throwaway thread).
 
     setns(CLONE_NEWNET) changes only the calling thread; the socket keeps its namespace for life.
@@ -186,9 +184,7 @@ def reap(proc: subprocess.Popen[Any], timeout: float | None = None) -> tuple[int
         time.sleep(0.02)
 
 
-def stop(
-    proc: subprocess.Popen[Any], grace: float = 2.0, sig: int = signal.SIGTERM
-) -> tuple[int | None, float]:
+def stop(proc: subprocess.Popen[Any], grace: float = 2.0, sig: int = signal.SIGTERM) -> tuple[int | None, float]:
     """Signal the process group of ``proc`` (started with start_new_session), then SIGKILL; reap."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -484,9 +480,7 @@ class Link:
     def popen_b(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         return self.popen("b", argv, **kw)
 
-    def socket(
-        self, side: str, family: int = socket.AF_INET, type_: int = socket.SOCK_DGRAM
-    ) -> socket.socket:
+    def socket(self, side: str, family: int = socket.AF_INET, type_: int = socket.SOCK_DGRAM) -> socket.socket:
         return socket_in_namespace(self.ns(side), family, type_)
 
     def wait_listen(self, side: str, port: int, proto: str = "tcp", timeout: float = 10.0) -> None:
@@ -524,9 +518,7 @@ class Link:
             raise LinkError(f"ping gave no RTT: {out!r}")
         return {"min": float(m.group(1)), "avg": float(m.group(2)), "max": float(m.group(3))}
 
-    def measure_loss(
-        self, direction: str = "ab", count: int = 5000, size: int = 500, mbit: float = 20.0
-    ) -> float:
+    def measure_loss(self, direction: str = "ab", count: int = 5000, size: int = 500, mbit: float = 20.0) -> float:
         """Send ``count`` numbered UDP datagrams paced at ``mbit`` and return the fraction not received."""
         src_side, dst_side = ("a", "b") if direction == "ab" else ("b", "a")
         dst_addr = ADDR_B if direction == "ab" else ADDR_A

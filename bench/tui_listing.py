@@ -95,9 +95,7 @@ async def run(count: int, repeat: int, size: tuple[int, int]) -> None:
             await pilot.pause()
         print(f"entries: {count:,}  terminal: {size[0]}x{size[1]}  repeats: {repeat}")
         print(f"set_entries                     median {ms(statistics.median(loads))}  max {ms(max(loads))}")
-        print(
-            f"set_entries -> first paint      median {ms(statistics.median(paints))}  max {ms(max(paints))}"
-        )
+        print(f"set_entries -> first paint      median {ms(statistics.median(paints))}  max {ms(max(paints))}")
 
         async def key_latency(keys: tuple[str, ...], times: int) -> list[float]:
             # Keys cycle (end, home, ...) so every press changes the screen and repaints.
@@ -130,9 +128,7 @@ async def run(count: int, repeat: int, size: tuple[int, int]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--size", default="80x24", help="terminal size, COLSxROWS")

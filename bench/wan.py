@@ -77,9 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-seconds", type=float, default=None, help="per transfer (default 120; --quick 60)")
     ap.add_argument("--iperf-seconds", type=float, default=10.0)
     ap.add_argument("--no-verify", action="store_true", help="skip the link self-check per cell")
-    ap.add_argument(
-        "--name", default=None, help="output name under bench/results/ (default wan-quick/wan-matrix)"
-    )
+    ap.add_argument("--name", default=None, help="output name under bench/results/ (default wan-quick/wan-matrix)")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
     a = ap.parse_args(argv)
@@ -220,17 +218,13 @@ def plot(path: Path, rows: list[dict[str, Any]], rate: float) -> None:
     cells = sorted({(r["rtt_ms"], r["loss_pct"]) for r in rows})
     datasets = sorted({r["dataset"] for r in rows})
     if len(cells) <= 2:
-        fig, axes = plt.subplots(
-            len(cells) * len(datasets), 1, figsize=(9, 1.5 + 0.35 * len(rows)), squeeze=False
-        )
+        fig, axes = plt.subplots(len(cells) * len(datasets), 1, figsize=(9, 1.5 + 0.35 * len(rows)), squeeze=False)
         for ax, (cell, ds) in zip(axes[:, 0], itertools.product(cells, datasets), strict=False):
             sel = [r for r in rows if (r["rtt_ms"], r["loss_pct"]) == cell and r["dataset"] == ds]
             sel.sort(key=lambda r: r["goodput_mbit"])
             names = [label(r) + (" (timeout)" if r.get("status") == "timeout" else "") for r in sel]
             vals = [r["goodput_mbit"] for r in sel]
-            ax.barh(
-                names, vals, color=["tab:red" if r.get("status") == "timeout" else "tab:blue" for r in sel]
-            )
+            ax.barh(names, vals, color=["tab:red" if r.get("status") == "timeout" else "tab:blue" for r in sel])
             for i, v in enumerate(vals):
                 ax.text(v, i, f" {v:.1f}", va="center", fontsize=8)
             ax.set_xscale("log")
@@ -240,9 +234,7 @@ def plot(path: Path, rows: list[dict[str, Any]], rate: float) -> None:
             ax.set_xlabel("goodput, Mbit/s (log)")
     else:
         rtts = sorted({c[0] for c in cells})
-        fig, axes = plt.subplots(
-            len(datasets), len(rtts), figsize=(5 * len(rtts), 4 * len(datasets)), squeeze=False
-        )
+        fig, axes = plt.subplots(len(datasets), len(rtts), figsize=(5 * len(rtts), 4 * len(datasets)), squeeze=False)
         for (i, ds), (j, rtt) in itertools.product(enumerate(datasets), enumerate(rtts)):
             ax = axes[i][j]
             sel = [r for r in rows if r["dataset"] == ds and r["rtt_ms"] == rtt]
@@ -323,9 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt():
             for rtt, loss in itertools.product(args.rtts, args.losses):
                 loss_ba = loss if args.reverse_loss == "same" else float(args.reverse_loss)
-                with Link(
-                    args.rate, rtt, loss / 100, loss_ba / 100, queue_ms=args.queue_ms, seconds=budget
-                ) as link:
+                with Link(args.rate, rtt, loss / 100, loss_ba / 100, queue_ms=args.queue_ms, seconds=budget) as link:
                     if not args.no_verify:
                         v = link.verify()
                         link_checks.append(link_check_row(args.rate, rtt, loss, loss_ba, v))

@@ -22,9 +22,7 @@ SUBCOMMANDS = ("server", "user", "trust")
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-host", default="127.0.0.1", help="address of the TLS API (default 127.0.0.1)")
-    p.add_argument(
-        "--api-port", type=int, default=DEFAULT_API_PORT, help="TCP port of the API (default 8886)"
-    )
+    p.add_argument("--api-port", type=int, default=DEFAULT_API_PORT, help="TCP port of the API (default 8886)")
     p.add_argument(
         "--api-allow-remote-control",
         action="store_true",
@@ -42,18 +40,10 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         help="user eligible for superuser (repeatable)",
     )
     p.add_argument("--external-address", help="host[:port] advertised to others")
-    p.add_argument(
-        "--incoming-rate-limit", type=float, metavar="KBITS", help="incoming limit in kbit/s (locked)"
-    )
-    p.add_argument(
-        "--outgoing-rate-limit", type=float, metavar="KBITS", help="outgoing limit in kbit/s (locked)"
-    )
-    p.add_argument(
-        "--borrow-incoming-rate", action="store_true", default=None, help="lend unused incoming rate"
-    )
-    p.add_argument(
-        "--borrow-outgoing-rate", action="store_true", default=None, help="lend unused outgoing rate"
-    )
+    p.add_argument("--incoming-rate-limit", type=float, metavar="KBITS", help="incoming limit in kbit/s (locked)")
+    p.add_argument("--outgoing-rate-limit", type=float, metavar="KBITS", help="outgoing limit in kbit/s (locked)")
+    p.add_argument("--borrow-incoming-rate", action="store_true", default=None, help="lend unused incoming rate")
+    p.add_argument("--borrow-outgoing-rate", action="store_true", default=None, help="lend unused outgoing rate")
     p.add_argument(
         "--min-cipher",
         choices=[n.lower() for n in CIPHER_NAMES.values()],
@@ -196,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in SUBCOMMANDS:
             command, rest = argv[0], argv[1:]
             if command == "server":
-                p = argparse.ArgumentParser(
-                    prog="jettui server", description="Run a jettui server in the foreground."
-                )
+                p = argparse.ArgumentParser(prog="jettui server", description="Run a jettui server in the foreground.")
                 _add_server_options(p)
                 args = p.parse_args(rest)
                 logging.basicConfig(

@@ -80,8 +80,7 @@ class TrustError(JettuiError):
 
 
 ERROR_CLASSES: dict[str, type[JettuiError]] = {
-    cls.code: cls
-    for cls in (CommandError, AuthenticationError, ProtocolError, RemoteProtocolError, TimeoutError_)
+    cls.code: cls for cls in (CommandError, AuthenticationError, ProtocolError, RemoteProtocolError, TimeoutError_)
 }
 
 

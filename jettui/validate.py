@@ -62,9 +62,7 @@ def _hints(func: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]
     return inspect.signature(func), typing.get_type_hints(func)
 
 
-def bind_arguments(
-    func: Callable[..., Any], method: str, params: dict[str, Any], skip: int = 0
-) -> dict[str, Any]:
+def bind_arguments(func: Callable[..., Any], method: str, params: dict[str, Any], skip: int = 0) -> dict[str, Any]:
     """Check ``params`` against ``func``'s signature; return the full keyword arguments.
 
     ``skip`` leading parameters (self, a call context) are not part of the API.
@@ -86,9 +84,7 @@ def bind_arguments(
             value = p.default
         tp = hints.get(p.name, Any)
         if p.name in params and not check_value(value, tp):
-            raise CommandError(
-                f"{method}: parameter {p.name!r} must be {_type_name(tp)}, not {type(value).__name__}"
-            )
+            raise CommandError(f"{method}: parameter {p.name!r} must be {_type_name(tp)}, not {type(value).__name__}")
         bound[p.name] = value
     return bound
 

@@ -66,9 +66,7 @@ class AsyncServerInterface(_Interface):
         request = await self.authAsync(userName=userName, password=password)
         await self.getRequestResult(request)
 
-    async def authToken(
-        self, token: str, password: str | None = None, tokenSession: str | None = None
-    ) -> None:
+    async def authToken(self, token: str, password: str | None = None, tokenSession: str | None = None) -> None:
         """Authenticate with an API token (authAsync, then wait for its result)."""
         request = await self.authAsync(token=token, password=password, tokenSession=tokenSession)
         await self.getRequestResult(request)
@@ -312,9 +310,7 @@ class AsyncSendInterface(_Interface):
     async def deleteTransfer(self, transferId: int | dict[str, Any]) -> None: ...
 
     @remote("send.failTransfer")
-    async def failTransfer(
-        self, transferId: int | dict[str, Any], errorMessage: str | None = None
-    ) -> None: ...
+    async def failTransfer(self, transferId: int | dict[str, Any], errorMessage: str | None = None) -> None: ...
 
     @remote("send.suspendTransfer")
     async def suspendTransfer(self, transferId: int | dict[str, Any]) -> dict[str, Any]: ...
@@ -332,9 +328,7 @@ class AsyncSendInterface(_Interface):
     async def getConnections(self) -> list[dict[str, Any]]: ...
 
     @remote("send.updateObjectUserData")
-    async def updateObjectUserData(
-        self, objectId: str | int | dict[str, Any], userData: dict[str, Any]
-    ) -> None: ...
+    async def updateObjectUserData(self, objectId: str | int | dict[str, Any], userData: dict[str, Any]) -> None: ...
 
     @remote("send.deleteObjectUserData")
     async def deleteObjectUserData(self, objectId: str | int | dict[str, Any], key: str) -> None: ...

@@ -112,9 +112,7 @@ class UserStore:
     def set_password(self, name: str, password: str, log_n: int = DEFAULT_SCRYPT_LOG_N) -> None:
         if self.get(name) is None:
             raise CommandError(f"no such user {name!r}")
-        self.state.execute(
-            "UPDATE users SET password_hash = ? WHERE name = ?", (hash_password(password, log_n), name)
-        )
+        self.state.execute("UPDATE users SET password_hash = ? WHERE name = ?", (hash_password(password, log_n), name))
 
     def set_group(self, name: str, group: str) -> None:
         if group:
@@ -132,9 +130,7 @@ class UserStore:
         return User(rows[0]["uid"], rows[0]["name"], rows[0]["grp"]) if rows else None
 
     def list(self) -> list[User]:
-        return [
-            User(r["uid"], r["name"], r["grp"]) for r in self.state.query("SELECT uid, name, grp FROM users")
-        ]
+        return [User(r["uid"], r["name"], r["grp"]) for r in self.state.query("SELECT uid, name, grp FROM users")]
 
     def group_id(self, group: str) -> int | None:
         rows = self.state.query("SELECT gid FROM groups WHERE name = ?", (group,))

@@ -117,9 +117,7 @@ class Server:
         self.udp.start()
         self.recv_port = self.udp.port
         self._gc_task = asyncio.create_task(self._gc_loop(), name="jettui-gc")
-        self.events.emit(
-            "serverStarted", serverId=self.server_id, trigger="launch", trigger_args=[str(self.api_port)]
-        )
+        self.events.emit("serverStarted", serverId=self.server_id, trigger="launch", trigger_args=[str(self.api_port)])
         log.info("jettui server %s listening on %s:%d", self.server_name, self.config.api_host, self.api_port)
 
     async def stop(self) -> None:
@@ -169,9 +167,7 @@ class Server:
     # -- connections ---------------------------------------------------------------------
     def _unauthenticated(self, peer: str | None = None) -> int:
         return sum(
-            1
-            for c in self.connections
-            if not c.session.authenticated and (peer is None or c.session.peer == peer)
+            1 for c in self.connections if not c.session.authenticated and (peer is None or c.session.peer == peer)
         )
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -223,22 +219,14 @@ class Server:
 
     def _check_password(self, user_name: str, password: str) -> Principal | None:
         cfg = self.config
-        if (
-            cfg.embedded_user is not None
-            and cfg.embedded_secret is not None
-            and user_name == cfg.embedded_user
-        ):
+        if cfg.embedded_user is not None and cfg.embedded_secret is not None and user_name == cfg.embedded_user:
             if hmac.compare_digest(password.encode(), cfg.embedded_secret.encode()):
-                return Principal(
-                    user_name, uid=os.getuid(), superuser_eligible=True, permissions=PERMISSIONS_ALL
-                )
+                return Principal(user_name, uid=os.getuid(), superuser_eligible=True, permissions=PERMISSIONS_ALL)
             return None
         user = self.users.verify(user_name, password)
         if user is None:
             return None
-        return Principal(
-            user.name, user.uid, user.group, superuser_eligible=self.superuser_eligible(user.name)
-        )
+        return Principal(user.name, user.uid, user.group, superuser_eligible=self.superuser_eligible(user.name))
 
     async def authenticate_token(
         self, peer: str, token: str, password: str | None, token_session: str | None
@@ -251,9 +239,7 @@ class Server:
         if found is None or (owner is None and found.owner != self.config.embedded_user):
             self.throttle.failed(peer, time.monotonic())
             self.events.emit("authFailed", owner=None, token=token.split(".", 1)[0][:32], address=peer)
-            raise AuthenticationError(
-                "authentication failed: unknown, expired or wrong API token or password"
-            )
+            raise AuthenticationError("authentication failed: unknown, expired or wrong API token or password")
         self.throttle.succeeded(peer)
         principal = Principal(
             found.owner,
@@ -288,9 +274,7 @@ class Server:
     def on_authenticated(self, session: Session) -> None:
         p = session.principal
         assert p is not None
-        self.events.emit(
-            "authSucceeded", owner=p.user_name, userName=p.user_name, token=p.token, address=session.peer
-        )
+        self.events.emit("authSucceeded", owner=p.user_name, userName=p.user_name, token=p.token, address=session.peer)
 
     def sandbox_for(self, principal: Principal) -> dict[str, str] | None:
         """Sandbox roots of a session, resolved when it authenticated."""

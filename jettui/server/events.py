@@ -31,9 +31,7 @@ Listener = Callable[[dict[str, Any], str | None], None]
 
 
 class EventLog:
-    def __init__(
-        self, state: StateStore, clock_us: Callable[[], int], trigger_dir: Path | None = None
-    ) -> None:
+    def __init__(self, state: StateStore, clock_us: Callable[[], int], trigger_dir: Path | None = None) -> None:
         self.state = state
         self.clock_us = clock_us
         self.trigger_dir = trigger_dir
@@ -106,9 +104,7 @@ class EventLog:
         ]
 
     def trim(self, keep: int = MAX_EVENTS) -> int:
-        return self.state.execute(
-            "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (keep,)
-        )
+        return self.state.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (keep,))
 
     # -- triggers ------------------------------------------------------------------------------
     def run_trigger(self, name: str, args: list[str]) -> None:
@@ -144,9 +140,7 @@ class EventLog:
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            self.emit(
-                "triggerFailed", triggerName=path.name, errorMessage=f"timed out after {TRIGGER_TIMEOUT} s"
-            )
+            self.emit("triggerFailed", triggerName=path.name, errorMessage=f"timed out after {TRIGGER_TIMEOUT} s")
             return
         if proc.returncode != 0:
             self.emit(

@@ -709,9 +709,7 @@ class FileSystemView:
                 if stat.S_ISDIR(existing.st_mode):
                     raise CommandError(f"cannot replace {vpath.display()}: it is a directory")
             temp = f".jettui-mkfile-{secrets.token_hex(8)}"
-            fd = os.open(
-                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _O_CLOEXEC, 0o666, dir_fd=parent
-            )
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _O_CLOEXEC, 0o666, dir_fd=parent)
             try:
                 try:
                     _fill(fd, size, fill_random)

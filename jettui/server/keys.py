@@ -41,9 +41,7 @@ class ServerKeys:
     @property
     def public_key(self) -> str:
         """The data-plane public key, hex of the raw 32 bytes."""
-        raw = self.transfer_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        raw = self.transfer_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return raw.hex()
 
     def certificate_days_left(self) -> int:

@@ -76,9 +76,7 @@ async def authAsync(
         if token is not None:
             principal = await call.server.authenticate_token(call.session.peer, token, password, tokenSession)
         else:
-            principal = await call.server.authenticate_password(
-                call.session.peer, userName or "", password or ""
-            )
+            principal = await call.server.authenticate_password(call.session.peer, userName or "", password or "")
         call.session.close_fs()
         call.session.principal = principal
         call.server.on_authenticated(call.session)
@@ -200,9 +198,7 @@ async def getServerInfo(call: Call) -> dict[str, Any]:
         "serverExternalAddress": server.external_address,
         "serverId": server.server_id,
         "serverName": server.server_name,
-        "serverPlatform": {"linux": "linux", "darwin": "macOS", "win32": "windows"}.get(
-            sys.platform, sys.platform
-        ),
+        "serverPlatform": {"linux": "linux", "darwin": "macOS", "win32": "windows"}.get(sys.platform, sys.platform),
         "serverTime": now_us(),
         "serverUid": server.server_uid,
         "sharedTokensAvailable": False,
@@ -235,9 +231,7 @@ async def lsRootsAsync(call: Call) -> Work:
 
 
 @method("server.lsAsync", permission=P.BROWSE)
-async def lsAsync(
-    call: Call, path: str, directory: bool | None = None, calculateHashType: str | None = None
-) -> Work:
+async def lsAsync(call: Call, path: str, directory: bool | None = None, calculateHashType: str | None = None) -> Work:
     hash_type = _hash_type(calculateHashType)
     if hash_type is not None:
         call.session.require_permission(call.method + " with calculateHashType", P.READ)
@@ -265,9 +259,7 @@ async def mkdirAsync(call: Call, path: str) -> Work:
 
 
 @method("server.mkFileAsync", permission=P.WRITE)
-async def mkFileAsync(
-    call: Call, path: str, size: int, fillRandom: bool = False, modifyExisting: bool = False
-) -> Work:
+async def mkFileAsync(call: Call, path: str, size: int, fillRandom: bool = False, modifyExisting: bool = False) -> Work:
     if size < 0:
         raise CommandError(f"mkFileAsync: size must not be negative (got {size})")
     return _fs_work(call, "mkfile", path, size, bool(fillRandom), bool(modifyExisting))

@@ -104,11 +104,7 @@ class RequestTable:
         """Drop finished requests older than the TTL (or all finished ones when forced)."""
         now = self._clock()
         limit = 0.0 if force else (self.ttl if time_limit is None else time_limit)
-        old = [
-            rid
-            for rid, req in self._requests.items()
-            if req.finished is not None and now - req.finished >= limit
-        ]
+        old = [rid for rid, req in self._requests.items() if req.finished is not None and now - req.finished >= limit]
         for rid in old:
             del self._requests[rid]
         return len(old)

@@ -98,9 +98,7 @@ class SandboxStore:
             raise CommandError(f"no sandbox mapping for user {user_name!r}")
 
     def get_all(self) -> dict[str, Any]:
-        return {
-            r["user_name"]: json.loads(r["roots"]) for r in self.state.query("SELECT * FROM sandbox_mappings")
-        }
+        return {r["user_name"]: json.loads(r["roots"]) for r in self.state.query("SELECT * FROM sandbox_mappings")}
 
     def resolve(self, user_name: str) -> dict[str, str] | None:
         """The roots of a new session of ``user_name``; None = not sandboxed."""

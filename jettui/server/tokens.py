@@ -165,9 +165,7 @@ class TokenStore:
         if description is not None:
             if len(description) > MAX_DESCRIPTION:
                 raise CommandError(f"description is longer than {MAX_DESCRIPTION} characters")
-            self.state.execute(
-                "UPDATE api_tokens SET description = ? WHERE token_id = ?", (description, token_id)
-            )
+            self.state.execute("UPDATE api_tokens SET description = ? WHERE token_id = ?", (description, token_id))
 
     def delete(self, token_id: str) -> None:
         if self.state.execute("DELETE FROM api_tokens WHERE token_id = ?", (token_id,)) == 0:

@@ -29,9 +29,7 @@ class WranglerStore:
             if user is None:
                 raise CommandError(f"no such user {name!r}")
             kind, ident = "user", user.uid
-        self.state.execute(
-            "INSERT OR REPLACE INTO wranglers(kind, ident, name) VALUES(?, ?, ?)", (kind, ident, name)
-        )
+        self.state.execute("INSERT OR REPLACE INTO wranglers(kind, ident, name) VALUES(?, ?, ?)", (kind, ident, name))
 
     def delete(self, identifier: int, is_group: bool) -> None:
         kind = "group" if is_group else "user"

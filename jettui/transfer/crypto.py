@@ -198,13 +198,11 @@ def negotiate_cipher(sender_min: int, sender_max: int, receiver_min: int, receiv
             raise NegotiationError(f"{who} uses unknown cipher level {level}")
     if sender_max < receiver_min:
         raise NegotiationError(
-            f"sender offers at most {cipher_name(sender_max)} "
-            f"but receiver requires {cipher_name(receiver_min)}"
+            f"sender offers at most {cipher_name(sender_max)} but receiver requires {cipher_name(receiver_min)}"
         )
     if receiver_max < sender_min:
         raise NegotiationError(
-            f"receiver offers at most {cipher_name(receiver_max)} "
-            f"but sender requires {cipher_name(sender_min)}"
+            f"receiver offers at most {cipher_name(receiver_max)} but sender requires {cipher_name(sender_min)}"
         )
     return min(sender_max, receiver_max)
 

@@ -169,9 +169,7 @@ def decode_header(data: bytes | memoryview) -> tuple[int, int, int]:
 # -- handshake -----------------------------------------------------------------------------
 def encode_hello(hello: Hello) -> bytes:
     """HELLO payload without its tag."""
-    return _HELLO.pack(
-        hello.static_key, hello.ephemeral_key, hello.min_cipher, hello.max_cipher, hello.block_size
-    )
+    return _HELLO.pack(hello.static_key, hello.ephemeral_key, hello.min_cipher, hello.max_cipher, hello.block_size)
 
 
 def decode_hello(payload: bytes | memoryview) -> Hello:
@@ -188,10 +186,7 @@ def decode_hello(payload: bytes | memoryview) -> Hello:
 
 def encode_hello_reply(reply: HelloReply) -> bytes:
     message = reply.message.encode("utf-8")[:1024]
-    return (
-        _HELLO_REPLY.pack(reply.ephemeral_key, 0 if reply.accepted else 1, reply.cipher, len(message))
-        + message
-    )
+    return _HELLO_REPLY.pack(reply.ephemeral_key, 0 if reply.accepted else 1, reply.cipher, len(message)) + message
 
 
 def decode_hello_reply(payload: bytes | memoryview) -> HelloReply:

@@ -205,9 +205,7 @@ class RateController:
             dt_r = recv_time - self._last_recv[0]
             if dt_r > 0.002:
                 sample = (bytes_received - self._last_recv[1]) / dt_r
-                self.delivery_rate = (
-                    sample if self.delivery_rate == 0 else 0.5 * self.delivery_rate + 0.5 * sample
-                )
+                self.delivery_rate = sample if self.delivery_rate == 0 else 0.5 * self.delivery_rate + 0.5 * sample
                 self._last_recv = (recv_time, bytes_received)
         else:
             self._last_recv = (recv_time, bytes_received)

@@ -138,9 +138,7 @@ class Receiver(SessionBase):
         self._first_seen: float | None = None
 
     # -- decisions from the driver -----------------------------------------------------------------
-    def accept(
-        self, present: Mapping[int, RangeSet] | None = None, skip: Mapping[int, str] | None = None
-    ) -> None:
+    def accept(self, present: Mapping[int, RangeSet] | None = None, skip: Mapping[int, str] | None = None) -> None:
         """Accept the request: ``present`` blocks are already on disk (resume), ``skip``
         files are declined with a reason (overwrite NEVER, WRITE_ONLY_NEWER...)."""
         if self._state is not ReceiverState.AWAIT_ACCEPT:
@@ -319,9 +317,7 @@ class Receiver(SessionBase):
     def _on_hello(self, data: bytes | memoryview, pn: int, addr: Any, now: float) -> None:
         if self._hs is not None:
             # A retransmitted HELLO means our reply was lost: answer it again, unchanged.
-            if self._hs.hello_payload == bytes(
-                memoryview(data)[HEADER_SIZE:-TAG_SIZE]
-            ) and self._replay.check(pn):
+            if self._hs.hello_payload == bytes(memoryview(data)[HEADER_SIZE:-TAG_SIZE]) and self._replay.check(pn):
                 self._replay.commit(pn)
                 self._reply_due = True
                 self._reply_sent_at = None

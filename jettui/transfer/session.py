@@ -271,9 +271,7 @@ class SessionBase:
     def _check_idle(self, now: float) -> None:
         deadline = self._idle_deadline()
         if deadline is not None and now >= deadline:
-            self._fail(
-                f"no packet from the peer for {self._config.idle_timeout:g} s", remote=False, notify=False
-            )
+            self._fail(f"no packet from the peer for {self._config.idle_timeout:g} s", remote=False, notify=False)
 
     def _fail(self, message: str, remote: bool, notify: bool) -> None:
         if self._state in self.END_STATES:

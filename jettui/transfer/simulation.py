@@ -28,9 +28,7 @@ __all__ = ["Link", "MemorySink", "MemorySource", "Simulation", "build", "make_en
 def make_entries(contents: Sequence[bytes], prefix: str = "file") -> list[FileEntry]:
     """Manifest entries (SHA-256 digests) for in-memory file contents."""
     return [
-        FileEntry(
-            f"{prefix}{i}", len(data), 1_700_000_000_000_000_000 + i, digest=hashlib.sha256(data).digest()
-        )
+        FileEntry(f"{prefix}{i}", len(data), 1_700_000_000_000_000_000 + i, digest=hashlib.sha256(data).digest())
         for i, data in enumerate(contents)
     ]
 
@@ -59,8 +57,7 @@ class MemorySink:
     def open(self, entries: Sequence[FileEntry]) -> None:
         """Size the buffers; with ``initial`` (a resumed part-file) start from that content."""
         self.files = [
-            bytearray(self.initial[i]) if self.initial is not None else bytearray(e.size)
-            for i, e in enumerate(entries)
+            bytearray(self.initial[i]) if self.initial is not None else bytearray(e.size) for i, e in enumerate(entries)
         ]
 
     def write(self, file_index: int, offset: int, data: memoryview) -> None:
@@ -305,9 +302,7 @@ def build(
         acked=acked,
         session_id=0x1234_5678_9ABC_DEF0,
     )
-    receiver = Receiver(
-        receiver_config or TransferConfig(), sink, static_key=rkey, authorized_keys=authorized_keys
-    )
+    receiver = Receiver(receiver_config or TransferConfig(), sink, static_key=rkey, authorized_keys=authorized_keys)
     forward = forward or Link(random.Random(seed))
     backward = backward or Link(random.Random(seed + 1_000_003))
     return Simulation(sender, receiver, sink, forward, backward, present=present, skip=skip)

@@ -190,9 +190,7 @@ class Connection:
             if self.role is not Role.CLIENT:
                 raise LocalProtocolError("only a client sends requests")
             self._pending.add(event.id)
-            return encode_frame(
-                {"id": event.id, "method": event.method, "params": event.params}, self.max_frame
-            )
+            return encode_frame({"id": event.id, "method": event.method, "params": event.params}, self.max_frame)
         if self.role is not Role.SERVER:
             raise LocalProtocolError(f"a client cannot send {type(event).__name__}")
         if isinstance(event, Reply):

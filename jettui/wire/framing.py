@@ -97,7 +97,5 @@ class FrameBuffer:
         if len(self._buf) >= HEADER_SIZE:
             (following,) = _LENGTH.unpack_from(self._buf)
             if following > self.max_frame:
-                raise RemoteProtocolError(
-                    f"frame of {following} bytes exceeds the {self.max_frame}-byte limit"
-                )
+                raise RemoteProtocolError(f"frame of {following} bytes exceeds the {self.max_frame}-byte limit")
         return body

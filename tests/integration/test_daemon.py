@@ -54,10 +54,7 @@ def test_user_commands_and_daemon_lifecycle(tmp_path: Path) -> None:
     state = tmp_path / "state"
     pw = {"JETTUI_PASSWORD": "s3cret-pass"}
     assert (
-        jettui(
-            "user", "add", "carol", "--group", "ops", "--persistent-state-dir", str(state), env=pw
-        ).returncode
-        == 0
+        jettui("user", "add", "carol", "--group", "ops", "--persistent-state-dir", str(state), env=pw).returncode == 0
     )
     dup = jettui("user", "add", "carol", "--persistent-state-dir", str(state), env=pw)
     assert dup.returncode == 1 and "already exists" in dup.stderr

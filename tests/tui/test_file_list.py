@@ -150,12 +150,7 @@ def test_layout_tiers_give_the_name_room() -> None:
     assert pane_80x24.time_format == "%m-%d %H:%M" and pane_80x24.name >= 16
     for width in range(0, 130):
         layout = _Layout.for_width(width)
-        used = (
-            1
-            + layout.name
-            + (layout.size + 1 if layout.size else 0)
-            + (layout.time + 1 if layout.time else 0)
-        )
+        used = 1 + layout.name + (layout.size + 1 if layout.size else 0) + (layout.time + 1 if layout.time else 0)
         assert used == max(width, 1) or width == 0
 
 

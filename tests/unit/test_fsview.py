@@ -677,9 +677,7 @@ def test_rm_of_a_wide_tree(view: FileSystemView, data: Path) -> None:
 # -- du -----------------------------------------------------------------------------------
 
 
-def test_du_sums_regular_files_without_following_links(
-    view: FileSystemView, data: Path, tmp_path: Path
-) -> None:
+def test_du_sums_regular_files_without_following_links(view: FileSystemView, data: Path, tmp_path: Path) -> None:
     (data / "a").write_bytes(b"x" * 100)
     (data / "d" / "e").mkdir(parents=True)
     (data / "d" / "e" / "b").write_bytes(b"x" * 23)

@@ -321,9 +321,7 @@ def _check_result(world: World, result: Any) -> None:
         try:
             where = os.readlink(f"/proc/self/fd/{result}")
             assert (
-                where == str(world.root)
-                or where.startswith(f"{world.root}/")
-                or where.startswith(f"{world.other}")
+                where == str(world.root) or where.startswith(f"{world.root}/") or where.startswith(f"{world.other}")
             ), where
             if os.path.isfile(where):
                 assert os.read(result, len(SECRET) + 1) != SECRET

@@ -107,9 +107,7 @@ def test_controller_fixed_and_max_rate_changes():
 def run_rate_sim(forward: Link, max_rate: float, size: int, samples: list, **cfg):
     contents = [random.Random(1).randbytes(size)]
     sender_config = TransferConfig(max_rate=max_rate, initial_rate=cfg.pop("initial_rate", 20 * MBIT), **cfg)
-    sim = build(
-        contents, sender_config=sender_config, forward=forward, backward=Link(random.Random(2), delay=0.02)
-    )
+    sim = build(contents, sender_config=sender_config, forward=forward, backward=Link(random.Random(2), delay=0.02))
 
     def sample(s):
         if s.sender.state is SenderState.SENDING:
@@ -156,9 +154,7 @@ def test_rising_delay_cuts_the_rate():
             super().send(datagram, now)
 
     samples: list = []
-    run_rate_sim(
-        RisingDelay(random.Random(5), delay=0.02), 50 * MBIT, 6_000_000, samples, initial_rate=50 * MBIT
-    )
+    run_rate_sim(RisingDelay(random.Random(5), delay=0.02), 50 * MBIT, 6_000_000, samples, initial_rate=50 * MBIT)
     before = [r for t, r, _ in samples if 0.3 < t < 0.5]
     after = [r for t, r, _ in samples if 0.9 < t < 1.1]
     assert before and min(before) == 50 * MBIT

@@ -334,9 +334,7 @@ def test_files_beyond_4_gib_use_64_bit_offsets():
 
     sink = DictSink()
     entry = FileEntry("huge.bin", size, 0, digest=b"")
-    sim = build(
-        [], entries=[entry], source=PatternSource(), sink=sink, present={0: RangeSet([(0, nblocks - 3)])}
-    )
+    sim = build([], entries=[entry], source=PatternSource(), sink=sink, present={0: RangeSet([(0, nblocks - 3)])})
     sim.verify = lambda index: len(sink.blocks) == 3
     sim.run(30)
     assert sim.sender.state is SenderState.COMPLETE

@@ -90,9 +90,7 @@ def big_entries(count: int) -> list[dict[str, Any]]:
 class Pane(Vertical):
     """PathBar + FileList + PaneStatus, wired the way the commander's pane wires them."""
 
-    def __init__(
-        self, label: str, path: str, entries: Sequence[Entry], *, at_root: bool, list_id: str
-    ) -> None:
+    def __init__(self, label: str, path: str, entries: Sequence[Entry], *, at_root: bool, list_id: str) -> None:
         super().__init__(classes="pane")
         self._bar = PathBar(label, path)
         self._list = FileList(entries, at_root=at_root, id=list_id)
