@@ -255,6 +255,7 @@ class AsyncSendInterface(_Interface):
         token: str | None = None,
         sendRateMax: int | float | None = None,
         minCipher: int | None = None,
+        destinationPublicKey: str | None = None,
     ) -> dict[str, Any]: ...
 
     @remote("send.getDestination")

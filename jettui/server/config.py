@@ -64,6 +64,13 @@ class ServerConfig:
     """Connections not yet authenticated from one source address."""
     max_requests_per_connection: int = 64
     """Requests of one connection being processed at once."""
+    max_unauthenticated_frame: int = 64 * 1024
+    """Largest frame (bytes) accepted before the session has logged in; after login the
+    wire limit (16 MiB) applies.  Logging in takes a few hundred bytes."""
+    frame_timeout: float = 60.0
+    """Seconds a frame may take to arrive once its first byte is in (slow senders)."""
+    max_ls_entries: int = 2_000_000
+    """Entries one ls result may hold; a bigger directory is refused with a CommandError."""
     scrypt_log_n: int = 17
     """scrypt cost (log2 N) for passwords this server hashes."""
     embedded_secret: str | None = None

@@ -89,7 +89,14 @@ class Server:
         self.events.add_listener(self._broadcast_event)
         self.discovery = DiscoveryTable()
         self.udp: UdpEndpoint | None = None
-        self.gc_hooks: list[Any] = []
+        from jettui.server.receiving import RecvManager
+        from jettui.server.sending import SendManager
+        from jettui.transfer import StaticKey
+
+        self.static_key = StaticKey(self.keys.transfer_key)
+        self.sending = SendManager(self, self.static_key)
+        self.receiving = RecvManager(self, self.static_key)
+        self.gc_hooks: list[Any] = [self.sending.garbage_collect]
         self._gc_task: asyncio.Task[None] | None = None
         self._gc_wakeup = asyncio.Event()
         self.connections: set[ClientConnection] = set()
@@ -116,6 +123,8 @@ class Server:
         self.udp.register(DISCOVERY_PACKET, self.discovery.datagram)
         self.udp.start()
         self.recv_port = self.udp.port
+        self.receiving.start(self.udp)
+        self.sending.start()
         self._gc_task = asyncio.create_task(self._gc_loop(), name="jettui-gc")
         self.events.emit("serverStarted", serverId=self.server_id, trigger="launch", trigger_args=[str(self.api_port)])
         log.info("jettui server %s listening on %s:%d", self.server_name, self.config.api_host, self.api_port)
@@ -136,6 +145,8 @@ class Server:
         if self._conn_tasks:
             await asyncio.gather(*self._conn_tasks, return_exceptions=True)
         await self.requests.cancel_all()
+        await self.sending.stop()
+        await self.receiving.stop()
         await self.events.wait_triggers()
         if self.udp is not None:
             self.udp.close()
@@ -382,7 +393,7 @@ class Server:
 
     @property
     def only_authorized_clients(self) -> bool:
-        return False
+        return self.receiving.only_authorized
 
     @property
     def external_address(self) -> str | None:

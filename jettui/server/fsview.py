@@ -65,6 +65,10 @@ USE_RENAMEAT2 = True
 S3_PART_SIZE = 8 * 1024 * 1024
 #: The kernel's limit on symbolic links followed in one lookup; the fallback walk keeps it.
 MAX_SYMLINKS = 40
+#: Entries one ls result may hold by default (the server's ``max_ls_entries``): a listing is
+#: built whole in memory (about 1 KiB per entry by the time it is encoded), so a directory
+#: of tens of millions of entries is refused instead of exhausting memory.
+MAX_LS_ENTRIES = 2_000_000
 #: Directory descriptors rm/du keep open on the way down; deeper levels are closed and
 #: re-entered through ".." (checked by device and inode) so depth never exhausts fds.
 FD_WINDOW = 64
@@ -286,9 +290,10 @@ class FileSystemView:
     name.  See :mod:`jettui.server.sandbox` for the exact path rules.
     """
 
-    def __init__(self, roots: Mapping[str, str] | None) -> None:
+    def __init__(self, roots: Mapping[str, str] | None, max_entries: int | None = None) -> None:
         """roots: ``{sandboxName: absolute directory on disk}``; ``None`` means not
-        sandboxed: one root named ``""`` at ``/``.
+        sandboxed: one root named ``""`` at ``/``.  ``max_entries``: most entries one ls
+        result may hold (:data:`MAX_LS_ENTRIES` when None).
 
         A root that cannot be opened does not fail the view (the user may have other roots);
         it is left out of :meth:`ls_roots` and using it says the sandbox is unavailable.
@@ -297,6 +302,7 @@ class FileSystemView:
             roots = {"": "/"}
         if not isinstance(roots, Mapping):
             raise CommandError(f"sandbox roots must be a mapping, not {type(roots).__name__}")
+        self.max_entries = MAX_LS_ENTRIES if max_entries is None else max_entries
         self._lock = threading.Lock()
         self._closed = False
         self._busy = 0  # public calls in flight (see _in_use)
@@ -500,9 +506,11 @@ class FileSystemView:
             "hash": digest,
         }
 
-    def _list_dir(self, fd: int, hash_type: str | None) -> list[dict[str, Any]]:
+    def _list_dir(self, fd: int, hash_type: str | None, vpath: VirtualPath) -> list[dict[str, Any]]:
         """Entries of the directory open as ``fd``.  The hot path of ls: one fstatat per
-        entry and plain dicts, with access computed inline."""
+        entry and plain dicts, with access computed inline.  More than ``max_entries``
+        entries is a CommandError naming the limit, raised before more memory is used."""
+        limit = self.max_entries
         readonly = _readonly(fd)
         root_override = self._root_override
         euid = self._euid
@@ -526,6 +534,11 @@ class FileSystemView:
                 kind = kind_of(mode & ifmt)
                 if kind is None:
                     continue  # devices, FIFOs, sockets: not transferable, not in the seed's types
+                if len(files) >= limit:
+                    raise CommandError(
+                        f"cannot list {vpath.display()}: it has more than {limit} entries "
+                        f"(the server's max_ls_entries={limit}); list a subdirectory or raise the limit"
+                    )
                 name = entry.name
                 if root_override:
                     bits = 7 if (mode & 0o111 or kind == directory) else 6
@@ -585,7 +598,7 @@ class FileSystemView:
                 raise self._error(exc, vpath, "list")
             return {"path": path, "files": [self._stat_entry(root, vpath, hash_type)]}
         try:
-            return {"path": path, "files": self._list_dir(fd, hash_type)}
+            return {"path": path, "files": self._list_dir(fd, hash_type, vpath)}
         except OSError as exc:
             raise self._error(exc, vpath, "list")
         finally:

@@ -4,6 +4,18 @@ Each connection drives a sans-IO :class:`jettui.wire.Connection`.  Requests run 
 of their own, so a slow request delays neither other connections nor later requests on
 the same one; replies go out in completion order and the client matches them by id.
 A protocol error, a silent client or a slow one closes that connection only.
+
+Time limits, each named in the log line that closes the connection:
+
+* ``login_grace``: from the moment the connection is accepted, the session has that many
+  seconds to log in, however busy it keeps the line (a client that trickles one byte at a
+  time, or chats with getServerInfo, is still closed).
+* ``idle_timeout``: a logged-in connection that sends nothing for that long is closed
+  (unless a request of its own is still running).
+* ``frame_timeout``: once a frame has started it must be complete within that time, so a
+  slow sender cannot hold a connection and its buffer forever.
+
+Before login the largest frame accepted is ``max_unauthenticated_frame``.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ class ClientConnection:
         self.session = Session(peer=str(peer[0]), peer_port=int(peer[1]) if len(peer) > 1 else 0)
         self.session.notify = self.notify
         self.conn = wire.Connection(wire.SERVER)
+        self.conn.set_receive_limit(server.config.max_unauthenticated_frame)
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_lock = asyncio.Lock()
         self._closing = False
@@ -88,28 +101,49 @@ class ClientConnection:
         task.add_done_callback(self._tasks.discard)
 
     # -- main loop -----------------------------------------------------------------------
-    def _read_timeout(self) -> float:
+    def _read_timeout(self, now: float, accepted: float, frame_started: float | None) -> tuple[float, str]:
+        """Seconds the next read may wait, and the limit that sets it."""
         cfg = self.server.config
-        return cfg.idle_timeout if self.session.authenticated else cfg.login_grace
+        if self.session.authenticated:
+            timeout, limit = cfg.idle_timeout, f"idle_timeout={cfg.idle_timeout:g}s"
+        else:
+            timeout, limit = accepted + cfg.login_grace - now, f"login_grace={cfg.login_grace:g}s"
+        if frame_started is not None and frame_started + cfg.frame_timeout - now < timeout:
+            timeout, limit = frame_started + cfg.frame_timeout - now, f"frame_timeout={cfg.frame_timeout:g}s"
+        return max(timeout, 0.0), limit
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        accepted = loop.time()
+        frame_started: float | None = None
         try:
             while True:
+                timeout, limit = self._read_timeout(loop.time(), accepted, frame_started)
                 try:
-                    async with asyncio.timeout(self._read_timeout()):
+                    async with asyncio.timeout(timeout):
                         data = await self.reader.read(READ_SIZE)
                 except TimeoutError:
-                    if self._tasks and self.session.authenticated:
+                    if limit.startswith("idle") and self._tasks:
                         continue  # a long request in flight is not idleness
-                    log.info("closing idle connection from %s", self.session.peer)
+                    if limit.startswith("login") and self.session.authenticated:
+                        continue  # logged in while we waited: the idle timeout applies now
+                    log.info("closing connection from %s: %s reached", self.session.peer, limit)
                     return
+                if self.session.authenticated and self.conn.receive_limit < self.conn.max_frame:
+                    self.conn.set_receive_limit(self.conn.max_frame)
                 self.conn.receive_data(data)
+                completed = False
                 while True:
                     event = self.conn.next_event()
                     if event is wire.NEED_DATA or isinstance(event, wire.ConnectionClosed):
                         break
+                    completed = True
                     if isinstance(event, wire.Request):
                         self._start_request(event)
+                if not self.conn.buffered:
+                    frame_started = None
+                elif completed or frame_started is None:
+                    frame_started = loop.time()
                 if not data:
                     return
         except RemoteProtocolError as exc:

@@ -78,6 +78,32 @@ MIGRATIONS: list[str] = [
         public_key TEXT PRIMARY KEY
     );
     """,
+    # 3: the data plane: destinations, manifests, transfers (with resume checkpoints), receptions
+    """
+    CREATE TABLE destinations (
+        destination_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE manifests (
+        manifest_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        entries BLOB
+    );
+    CREATE TABLE transfers (
+        transfer_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        data TEXT NOT NULL,
+        checkpoint BLOB
+    );
+    CREATE TABLE receptions (
+        reception_key TEXT PRIMARY KEY,
+        updated_us INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    """,
 ]
 
 

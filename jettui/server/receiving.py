@@ -1,0 +1,383 @@
+"""The receiving side of a server (RecvInterface): sessions opened by other servers' HELLOs.
+
+A HELLO for an unknown session opens a :class:`~jettui.transfer.Receiver` unless the
+incoming connection limit is reached; the handshake itself enforces the cipher minimum
+and, when only authorized clients are allowed, the allowlist of sender keys.  The
+transfer request must then authenticate like an API login (user name and password, or an
+API token with the WRITE permission): files land under that user's sandbox, through a
+:class:`~jettui.transfer.writer.FileWriter` on the user's :class:`FileSystemView`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jettui.constants import (
+    CIPHER_NAMES,
+    RECV_STATUS_COMPLETE,
+    RECV_STATUS_ERROR,
+    RECV_STATUS_RECEIVING,
+    Permissions,
+)
+from jettui.errors import CommandError, JettuiError
+from jettui.server.fsview import FileSystemView
+from jettui.transfer import (
+    FileReceived,
+    HandshakeCompleted,
+    Receiver,
+    StaticKey,
+    TransferCompleted,
+    TransferConfig,
+    TransferFailed,
+    TransferRequested,
+)
+from jettui.transfer.driver import Address, DriverSession, TransferEndpoint
+
+if TYPE_CHECKING:
+    from jettui.server.core import Server
+    from jettui.server.udp import UdpEndpoint
+    from jettui.transfer.writer import FileWriter
+
+log = logging.getLogger("jettui.server.receiving")
+
+CHECKPOINT_INTERVAL = 5.0
+#: Receptions remembered after they end (the seed: the receiver forgets them after a while).
+KEEP_ENDED = 1000
+
+
+class DeferredSink:
+    """The receiver's sink until the request is accepted and the writer exists."""
+
+    def __init__(self) -> None:
+        self.target: FileWriter | None = None
+
+    def write(self, file_index: int, offset: int, data: memoryview) -> None:
+        if self.target is None:
+            raise CommandError("data before the transfer was accepted")
+        self.target.write(file_index, offset, data)
+
+
+@dataclass
+class Reception:
+    key: str
+    source: Address
+    started: float = field(default_factory=time.monotonic)
+    sink: DeferredSink = field(default_factory=DeferredSink)
+    writer: FileWriter | None = None
+    fs: FileSystemView | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class RecvManager:
+    def __init__(self, server: Server, static_key: StaticKey) -> None:
+        self.server = server
+        self.static_key = static_key
+        self.endpoint: TransferEndpoint | None = None
+        self.active: dict[int, DriverSession] = {}
+        self.records: dict[str, dict[str, Any]] = {}
+        self.refused_connections = 0
+        self._checkpointer: asyncio.Task[None] | None = None
+        for row in server.state.query("SELECT reception_key, data FROM receptions ORDER BY updated_us"):
+            record = json.loads(row["data"])
+            if record["status"] == RECV_STATUS_RECEIVING:
+                record["status"] = RECV_STATUS_ERROR
+                record["lastErrorTime"] = now_us()
+            self.records[row["reception_key"]] = record
+
+    # -- settings -------------------------------------------------------------------------------------
+    @property
+    def only_authorized(self) -> bool:
+        return bool(self.server.state.get_setting("onlyAuthorizedClients", False))
+
+    def set_only_authorized(self, value: bool) -> None:
+        self.server.state.set_setting("onlyAuthorizedClients", bool(value))
+
+    def authorized_keys(self) -> list[str]:
+        return [r["public_key"] for r in self.server.state.query("SELECT public_key FROM authorized_clients")]
+
+    def add_authorized(self, key: str) -> None:
+        self.server.state.execute("INSERT OR IGNORE INTO authorized_clients(public_key) VALUES(?)", (key,))
+
+    def remove_authorized(self, key: str) -> None:
+        if self.server.state.execute("DELETE FROM authorized_clients WHERE public_key = ?", (key,)) == 0:
+            raise CommandError(f"public key {key[:16]}... is not an authorized client")
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self, udp: UdpEndpoint) -> None:
+        self.endpoint = TransferEndpoint(udp, self.static_key.public_bytes, self.server.server_uid, self.on_hello)
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="jettui-recv-checkpoints")
+
+    async def stop(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+        for session in list(self.active.values()):
+            reception: Reception = session.context
+            for task in reception.tasks:
+                task.cancel()
+            if reception.writer is not None:
+                with contextlib.suppress(Exception):
+                    reception.writer.checkpoint()
+                    reception.writer.abort()
+            session.close()
+        if self.endpoint is not None:
+            self.endpoint.close_all()
+
+    def active_count(self) -> int:
+        return len(self.active)
+
+    # -- sessions ---------------------------------------------------------------------------------------------
+    def on_hello(self, session_id: int, addr: Address) -> DriverSession | None:
+        assert self.endpoint is not None
+        limits = self.server.bandwidth_limits()
+        cap = int(limits.get("incomingMaxConnections") or 0)
+        if cap and len(self.active) >= cap:
+            self.refused_connections += 1
+            return None
+        authorized = None
+        if self.only_authorized:
+            authorized = {bytes.fromhex(k) for k in self.authorized_keys()}
+        config = TransferConfig(min_cipher=self.server.min_cipher)
+        reception = Reception(key="", source=addr)
+        receiver = Receiver(
+            config,
+            reception.sink,
+            static_key=self.static_key,
+            authorized_keys=authorized,
+            session_id=session_id,
+            peer_addr=addr,
+        )
+        session = self.endpoint.add(receiver, self._on_event, self._on_finished, reception)
+        self.active[session_id] = session
+        return session
+
+    def _spawn(self, session: DriverSession, coro: Any) -> None:
+        reception: Reception = session.context
+        task = asyncio.create_task(coro)
+        reception.tasks.add(task)
+        task.add_done_callback(reception.tasks.discard)
+
+    def _on_event(self, session: DriverSession, event: object) -> None:
+        reception: Reception = session.context
+        record = reception.record
+        if isinstance(event, HandshakeCompleted):
+            reception.record.update(cipher=CIPHER_NAMES.get(event.cipher), sourcePublicKey=event.peer_public_key.hex())
+        elif isinstance(event, TransferRequested):
+            self._spawn(session, self._accept(session, event))
+        elif isinstance(event, FileReceived):
+            self._spawn(session, self._verify(session, event.file_index))
+        elif isinstance(event, TransferCompleted):
+            self._end(session, RECV_STATUS_ERROR if event.failed else RECV_STATUS_COMPLETE, "")
+        elif isinstance(event, TransferFailed):
+            if record:
+                record["lastErrorTime"] = now_us()
+                record["errorMessage"] = event.message
+            self._end(session, RECV_STATUS_ERROR, event.message)
+
+    async def _accept(self, session: DriverSession, event: TransferRequested) -> None:
+        reception: Reception = session.context
+        receiver: Receiver = session.machine  # type: ignore[assignment]
+        params = dict(event.params)
+        peer = reception.source[0]
+        sender_id = receiver.peer_public_key.hex()[:16] if receiver.peer_public_key else peer
+        reception.key = f"{sender_id}:{event.transfer_id}"
+        record = self.records.get(reception.key) or {}
+        record.update(
+            transferId=params.get("transferId", event.transfer_id),
+            destinationPath=params.get("destinationPath"),
+            sourceIP=peer,
+            sourcePort=reception.source[1],
+            status=RECV_STATUS_RECEIVING,
+            totalSize=sum(f.size for f in event.files),
+            totalFiles=len(event.files),
+            lastErrorTime=record.get("lastErrorTime"),
+            lastRecvTime=now_us(),
+            lastSendTime=now_us(),
+            errorMessage="",
+            userName=None,
+        )
+        record.update(reception.record)
+        reception.record = self.records[reception.key] = record
+        try:
+            principal = await self._authenticate(peer, params)
+            record["userName"] = principal.user_name
+            roots = self.server.sandbox_for(principal)
+            reception.fs = FileSystemView(roots)
+            from jettui.transfer.writer import FileWriter
+
+            writer = FileWriter(
+                reception.fs,
+                params.get("destinationPath"),
+                list(event.files),
+                int(params.get("overwrite", 4)),
+                int(params.get("transferFlags", 3)),
+                None,
+            )
+            present, skip = await asyncio.to_thread(writer.plan)
+        except JettuiError as exc:
+            self._reject(session, exc.message)
+            return
+        except (OSError, ValueError) as exc:
+            self._reject(session, f"receiver cannot accept the transfer: {exc}")
+            return
+        reception.writer = writer
+        reception.sink.target = writer
+        if session.closed or receiver.is_finished:
+            writer.abort()
+            return
+        receiver.accept(present, skip)
+        self.server.events.emit("recvTransferStarted", owner=principal.user_name, transferId=record["transferId"],
+                                sourceIP=peer, trigger="recv.transferStarted")  # fmt: skip
+        self._save(reception)
+        session.pump()
+
+    def _reject(self, session: DriverSession, message: str) -> None:
+        receiver: Receiver = session.machine  # type: ignore[assignment]
+        if not session.closed and not receiver.is_finished:
+            receiver.reject(message)
+            session.pump()
+
+    async def _authenticate(self, peer: str, params: dict[str, Any]) -> Any:
+        token, user, password = params.get("token"), params.get("userName"), params.get("password")
+        if token:
+            principal = await self.server.authenticate_token(peer, str(token), password, None)
+            if not principal.permissions & Permissions.WRITE:
+                raise CommandError("the destination's API token lacks the WRITE permission")
+            return principal
+        if user:
+            return await self.server.authenticate_password(peer, str(user), str(password or ""))
+        raise CommandError(
+            "the receiver requires authentication: give userName and password, or a token, in createDestination"
+        )
+
+    async def _verify(self, session: DriverSession, index: int) -> None:
+        reception: Reception = session.context
+        receiver: Receiver = session.machine  # type: ignore[assignment]
+        writer = reception.writer
+        if writer is None:
+            return
+        try:
+            ok, message = await asyncio.to_thread(writer.finish_file, index)
+        except (OSError, JettuiError) as exc:
+            ok, message = False, str(exc)
+        if session.closed or receiver.is_finished:
+            return
+        receiver.file_verified(index, ok, message)
+        reception.record["lastRecvTime"] = now_us()
+        session.pump()
+
+    def _end(self, session: DriverSession, status: str, message: str) -> None:
+        reception: Reception = session.context
+        if reception.writer is not None:
+            with contextlib.suppress(Exception):
+                if status == RECV_STATUS_COMPLETE:
+                    reception.writer.close()
+                else:
+                    reception.writer.checkpoint()
+                    reception.writer.abort()
+        if reception.record:
+            reception.record["status"] = status
+            if message:
+                reception.record["errorMessage"] = message
+            self._save(reception)
+            if status == RECV_STATUS_COMPLETE:
+                record = reception.record
+                self.server.events.emit(
+                    "recvTransferComplete",
+                    owner=record.get("userName"),
+                    trigger="recv.transferComplete",
+                    trigger_args=[str(record.get("transferId")), str(record.get("destinationPath"))],
+                    transferId=record.get("transferId"),
+                    sourceIP=reception.source[0],
+                )
+
+    def _on_finished(self, session: DriverSession) -> None:
+        reception: Reception = session.context
+        self.active.pop(session.session_id, None)
+        if reception.record.get("status") == RECV_STATUS_RECEIVING:
+            self._end(session, RECV_STATUS_ERROR, "session ended")
+        if reception.fs is not None:
+            reception.fs.close()
+            reception.fs = None
+        if len(self.records) > KEEP_ENDED:
+            for key in list(self.records)[: len(self.records) - KEEP_ENDED]:
+                if self.records[key]["status"] != RECV_STATUS_RECEIVING:
+                    del self.records[key]
+
+    def _save(self, reception: Reception) -> None:
+        if not reception.key:
+            return
+        data = {k: v for k, v in reception.record.items()}
+        self.server.state.execute(
+            "INSERT OR REPLACE INTO receptions(reception_key, updated_us, data) VALUES(?, ?, ?)",
+            (reception.key, now_us(), json.dumps(data)),
+        )
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            for session in list(self.active.values()):
+                reception: Reception = session.context
+                if reception.writer is not None and not session.closed:
+                    try:
+                        reception.writer.checkpoint()
+                    except (OSError, JettuiError) as exc:
+                        log.warning("checkpoint of %s failed: %s", reception.key, exc)
+                    reception.record["lastRecvTime"] = now_us()
+
+    # -- structures ---------------------------------------------------------------------------------------------
+    def transfers(self) -> list[dict[str, Any]]:
+        out = []
+        for record in self.records.values():
+            out.append({k: record.get(k) for k in (
+                "destinationPath", "lastErrorTime", "lastRecvTime", "lastSendTime", "sourceIP", "sourcePort",
+                "status", "totalSize", "transferId", "errorMessage", "cipher", "totalFiles", "userName",
+            )})  # fmt: skip
+        for session in self.active.values():
+            reception: Reception = session.context
+            if reception.record:
+                snap = session.machine.snapshot()
+                for item in out:
+                    if item["transferId"] == reception.record.get("transferId") and item["status"] == "receiving":
+                        item.update(bytesRecv=snap.get("bytesRecv"), roundTripTimeMs=snap.get("roundTripTimeMs"))
+        return out
+
+    def sources(self) -> list[dict[str, Any]]:
+        by_source: dict[tuple[str, int], dict[str, Any]] = {}
+        for record in self.records.values():
+            key = (record["sourceIP"], record["sourcePort"])
+            src = by_source.setdefault(key, {
+                "sourceIP": key[0], "sourcePort": key[1], "activeTransferCount": 0, "completeTransferCount": 0,
+                "errorTransferCount": 0, "inactiveTransferCount": 0, "aveRecvRate": 0.0, "aveRecvRateWindow": 0.0,
+                "destinationPublicKey": record.get("sourcePublicKey"), "encryptionEnabled": True,
+                "encryptedConnectionState": "disconnected",
+            })  # fmt: skip
+            status = record["status"]
+            if status == RECV_STATUS_RECEIVING:
+                src["activeTransferCount"] += 1
+                src["encryptedConnectionState"] = "connected"
+            elif status == RECV_STATUS_COMPLETE:
+                src["completeTransferCount"] += 1
+                src["inactiveTransferCount"] += 1
+            else:
+                src["errorTransferCount"] += 1
+                src["inactiveTransferCount"] += 1
+        for session in self.active.values():
+            reception: Reception = session.context
+            src = by_source.get(reception.source)
+            if src is not None:
+                elapsed = max(time.monotonic() - reception.started, 1e-3)
+                rate = session.machine.stats.bytes_recv * 8 / 1000 / elapsed
+                src["aveRecvRate"] += rate
+                src["aveRecvRateWindow"] += rate
+        return list(by_source.values())
