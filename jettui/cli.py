@@ -51,6 +51,23 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         help="lowest transfer cipher accepted",
     )
     p.add_argument("--trigger-dir", type=Path, help="directory of trigger executables named after events")
+    p.add_argument("--sandbox-dir", type=Path, help="system sandbox root: every user sees only this directory")
+    limits = p.add_argument_group("limits")
+    limits.add_argument("--max-connections", type=int, default=10_000, help="open API connections (default 10000)")
+    limits.add_argument(
+        "--max-unauthenticated", type=int, default=512, help="connections not yet logged in (default 512)"
+    )
+    limits.add_argument(
+        "--max-unauthenticated-per-address",
+        type=int,
+        default=64,
+        help="connections not yet logged in from one address (default 64)",
+    )
+    limits.add_argument(
+        "--max-requests-per-connection", type=int, default=64, help="requests in flight per connection (default 64)"
+    )
+    limits.add_argument("--login-grace", type=float, default=30.0, help="seconds to log in (default 30)")
+    limits.add_argument("--idle-timeout", type=float, default=300.0, help="idle connection timeout (default 300)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
 
@@ -76,6 +93,13 @@ def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         ),
         min_cipher=cipher,
         trigger_dir=args.trigger_dir,
+        sandbox_dir=args.sandbox_dir,
+        max_connections=args.max_connections,
+        max_unauthenticated=args.max_unauthenticated,
+        max_unauthenticated_per_address=args.max_unauthenticated_per_address,
+        max_requests_per_connection=args.max_requests_per_connection,
+        login_grace=args.login_grace,
+        idle_timeout=args.idle_timeout,
     )
 
 

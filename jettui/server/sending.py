@@ -363,7 +363,7 @@ class SendManager:
                     errorMessage="",
                     totalFiles=sum(1 for e in entries if e.kind != FILETYPE_DIRECTORY),
                     totalSize=sum(e.size for e in entries),
-                    _sources=getattr(entries, "sources", None),
+                    _sources=list(entries.src_paths),
                 )
                 self._save_manifest(record, entries)
             finally:
@@ -717,13 +717,17 @@ class SendManager:
         m = self.manifests.get(t["manifestId"])
         if d is None or m is None:
             raise CommandError("its destination or manifest was deleted")
-        entries = self._entries(m["manifestId"])
+        from jettui.transfer.source import FileSource, build_manifest
+
         t["startTime"] = t["startTime"] or self._time()
         self._set_status(t, TRANSFER_STATUS_SENDING)
-        from jettui.transfer.source import FileSource
-
         run.fs = FileSystemView(m.get("_roots"))
-        sources = m.get("_sources") or []
+        if t["symlinks"] == SYMLINKS_IGNORE:
+            # Manifests follow symlinks; this transfer leaves them out, so list the files again.
+            manifest = await asyncio.to_thread(build_manifest, run.fs, m["_mappings"], SYMLINKS_IGNORE)
+            entries, sources = list(manifest), list(manifest.src_paths)
+        else:
+            entries, sources = self._entries(m["manifestId"]), m.get("_sources") or []
         run.source = FileSource(run.fs, entries, sources, t["transferFlags"])
         addr = (d["destinationIP"], int(d["destinationPort"]))
         family_host = "::" if ":" in addr[0] else "0.0.0.0"
@@ -788,7 +792,7 @@ class SendManager:
                 self._save_transfer(t, sender.checkpoint())
         self._refresh(t)
         status, message = run.outcome
-        if status == TRANSFER_STATUS_ERROR and run.source.changed and t["restarts"] < MAX_SOURCE_RESTARTS:
+        if status == TRANSFER_STATUS_ERROR and run.source.changed is not None and t["restarts"] < MAX_SOURCE_RESTARTS:
             await self._restart_changed(t, m, run)
             return
         if status != TRANSFER_STATUS_COMPLETE and checkpoint is not None or not sender.is_finished:
@@ -803,7 +807,7 @@ class SendManager:
 
         assert run.fs is not None
         entries = await asyncio.to_thread(build_manifest, run.fs, m["_mappings"], SYMLINKS_FOLLOW)
-        m["_sources"] = getattr(entries, "sources", m.get("_sources"))
+        m["_sources"] = list(entries.src_paths)
         self._save_manifest(m, entries)
         self.state.execute("UPDATE transfers SET checkpoint = NULL WHERE transfer_id = ?", (t["transferId"],))
         t["restarts"] += 1

@@ -1,0 +1,136 @@
+"""Loopback transfer throughput: jettui at each cipher level beside cp and rsync, same run.
+
+Two real ``jettui server`` processes on 127.0.0.1 (sender and receiver), a 1 GiB file and a
+tree of 10,000 x 4 KiB files in a temporary directory (tmpfs when /dev/shm has room).
+Prints MB/s (1 MB = 10^6 B) and files/s; asserts nothing.  Targets on the 2-core machine:
+unencrypted >= 500 MB/s, ENCRYPTED_256 >= 400 MB/s, small files >= rsync's files/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from jettui.api import APIInterface, connect
+from jettui.constants import CIPHER_NAMES
+
+CIPHERS = {name: value for value, name in CIPHER_NAMES.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(state: Path, user: str) -> tuple[subprocess.Popen[str], int, int, str]:
+    env = {**os.environ, "JETTUI_PASSWORD": "bench"}
+    subprocess.run([sys.executable, "-m", "jettui", "user", "add", user, "--persistent-state-dir", str(state)],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    api_port, recv_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jettui", "server", "--api-port", str(api_port), "--recv-port", str(recv_port),
+         "--recv-host", "127.0.0.1", "--persistent-state-dir", str(state), "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    match = re.search(r"SHA-256 ([0-9a-f]{64})", proc.stdout.readline())
+    assert match, "server did not start"
+    return proc, api_port, recv_port, match.group(1)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+
+
+def jettui_copy(api: APIInterface, recv_port: int, src: Path, dest_dir: str, cipher: int) -> float:
+    dest = api.send.createDestination("127.0.0.1", recv_port, userName="rx", password="bench")
+    start = time.perf_counter()
+    manifest = api.send.waitForManifest(api.send.createManifest({f"/{src.name}": str(src)}))
+    t = api.send.createTransfer(dest, manifest, destinationPath=dest_dir, minCipher=cipher)
+    while True:
+        t = api.send.getTransfer(t)
+        if t["status"] in ("complete", "error", "cancelled"):
+            break
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    if t["status"] != "complete":
+        raise RuntimeError(f"transfer {t['status']}: {t['errorMessage']}")
+    return elapsed
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def make_tree(root: Path, files: int, size: int) -> None:
+    for i in range(files):
+        d = root / f"d{i // 500:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:05d}").write_bytes(os.urandom(size))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--mib", type=int, default=1024, help="size of the big file in MiB (default 1024)")
+    p.add_argument("--files", type=int, default=10_000, help="number of 4 KiB files (default 10,000)")
+    p.add_argument("--ciphers", default="NONE,UNENCRYPTED,ENCRYPTED_128,ENCRYPTED_256")
+    args = p.parse_args()
+    shm = Path("/dev/shm")
+    need = args.mib * 2 * 1024 * 1024 + args.files * 4096 * 4
+    base = shm if shm.is_dir() and shutil.disk_usage(shm).free > need * 1.2 else None
+    with tempfile.TemporaryDirectory(dir=base) as tmp_name:
+        tmp = Path(tmp_name)
+        src, dst = tmp / "src", tmp / "dst"
+        src.mkdir()
+        dst.mkdir()
+        big = src / "big.bin"
+        with open(big, "wb") as fh:
+            for _ in range(args.mib):
+                fh.write(os.urandom(1024 * 1024))
+        make_tree(src / "tree", args.files, 4096)
+        size = big.stat().st_size
+        print(f"data in {'tmpfs' if base else 'the default temp dir'}: {size / 1e6:,.0f} MB file, "
+              f"{args.files:,} x 4 KiB files")  # fmt: skip
+        tx, api_port, _, tx_fp = start_server(tmp / "tx-state", "tx")
+        rx, _, rx_recv, _ = start_server(tmp / "rx-state", "rx")
+        try:
+            with connect("127.0.0.1", api_port, fingerprint=tx_fp) as api:
+                api.server.auth("tx", "bench")
+                for name in args.ciphers.split(","):
+                    out = f"{dst}/jettui-{name}"
+                    elapsed = jettui_copy(api, rx_recv, big, out, CIPHERS[name])
+                    print(f"jettui {name:<14} 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
+                    shutil.rmtree(out, ignore_errors=True)
+                elapsed = jettui_copy(api, rx_recv, src / "tree", f"{dst}/jettui-tree", CIPHERS["ENCRYPTED_256"])
+                print(f"jettui ENCRYPTED_256 tree   : {args.files / elapsed:8.0f} files/s ({elapsed:.2f} s)")
+        finally:
+            stop(tx)
+            stop(rx)
+        elapsed = timed(["cp", str(big), str(dst / "cp.bin")])
+        print(f"cp                    1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
+        elapsed = timed(["cp", "-r", str(src / "tree"), str(dst / "cp-tree")])
+        print(f"cp                    tree   : {args.files / elapsed:8.0f} files/s ({elapsed:.2f} s)")
+        if shutil.which("rsync"):
+            elapsed = timed(["rsync", "-a", "--whole-file", str(big), str(dst / "rsync.bin")])
+            print(f"rsync                 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
+            elapsed = timed(["rsync", "-a", str(src / "tree") + "/", str(dst / "rsync-tree")])
+            print(f"rsync                 tree   : {args.files / elapsed:8.0f} files/s ({elapsed:.2f} s)")
+        else:
+            print("rsync not installed (apt-get install rsync) - skipped")
+
+
+if __name__ == "__main__":
+    main()
