@@ -38,15 +38,17 @@ from jettui.transfer import (
     TransferRequested,
 )
 from jettui.transfer.driver import Address, DriverSession, TransferEndpoint
+from jettui.transfer.writer import FileWriter
 
 if TYPE_CHECKING:
     from jettui.server.core import Server
     from jettui.server.udp import UdpEndpoint
-    from jettui.transfer.writer import FileWriter
 
 log = logging.getLogger("jettui.server.receiving")
 
-CHECKPOINT_INTERVAL = 5.0
+#: How often the checkpoint loop looks for receptions due (each has its own frequency).
+CHECKPOINT_TICK = 0.25
+DEFAULT_CHECKPOINT_SECONDS = 5.0
 #: Receptions remembered after they end (the seed: the receiver forgets them after a while).
 KEEP_ENDED = 1000
 
@@ -73,6 +75,8 @@ class Reception:
     fs: FileSystemView | None = None
     record: dict[str, Any] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    checkpoint_every: float | None = DEFAULT_CHECKPOINT_SECONDS
+    last_checkpoint: float = field(default_factory=time.monotonic)
 
 
 def now_us() -> int:
@@ -208,20 +212,21 @@ class RecvManager:
         )
         record.update(reception.record)
         reception.record = self.records[reception.key] = record
+        self._retire_older(session, reception.key)
+        every = params.get("checkpointFrequencySeconds", DEFAULT_CHECKPOINT_SECONDS)
+        reception.checkpoint_every = float(every) if isinstance(every, int | float) and every > 0 else None
         try:
             principal = await self._authenticate(peer, params)
             record["userName"] = principal.user_name
             roots = self.server.sandbox_for(principal)
             reception.fs = FileSystemView(roots)
-            from jettui.transfer.writer import FileWriter
-
             writer = FileWriter(
                 reception.fs,
                 params.get("destinationPath"),
                 list(event.files),
                 int(params.get("overwrite", 4)),
                 int(params.get("transferFlags", 3)),
-                None,
+                block_size=event.block_size,
             )
             present, skip = await asyncio.to_thread(writer.plan)
         except JettuiError as exc:
@@ -240,6 +245,22 @@ class RecvManager:
                                 sourceIP=peer, trigger="recv.transferStarted")  # fmt: skip
         self._save(reception)
         session.pump()
+
+    def _retire_older(self, session: DriverSession, key: str) -> None:
+        """A resumed transfer supersedes the stale session of the same transfer (its sender
+        restarted): that one must stop writing and must not checkpoint over the new one."""
+        for other in list(self.active.values()):
+            older: Reception = other.context
+            if other is session or older.key != key:
+                continue
+            if older.writer is not None:
+                older.writer.abort()
+                older.writer = None
+                older.sink.target = None
+            older.record = {}
+            if not other.machine.is_finished:
+                other.machine.abort("superseded by a new session of the same transfer")
+                other.pump()
 
     def _reject(self, session: DriverSession, message: str) -> None:
         receiver: Receiver = session.machine  # type: ignore[assignment]
@@ -325,15 +346,22 @@ class RecvManager:
 
     async def _checkpoint_loop(self) -> None:
         while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            await asyncio.sleep(CHECKPOINT_TICK)
+            now = time.monotonic()
             for session in list(self.active.values()):
                 reception: Reception = session.context
-                if reception.writer is not None and not session.closed:
-                    try:
-                        reception.writer.checkpoint()
-                    except (OSError, JettuiError) as exc:
-                        log.warning("checkpoint of %s failed: %s", reception.key, exc)
-                    reception.record["lastRecvTime"] = now_us()
+                every = reception.checkpoint_every
+                if reception.writer is None or session.closed or every is None:
+                    continue
+                if now - reception.last_checkpoint < every:
+                    continue
+                reception.last_checkpoint = now
+                try:
+                    # fsync can take a while: keep the loop (and every other transfer) moving.
+                    await asyncio.to_thread(reception.writer.checkpoint)
+                except (OSError, JettuiError) as exc:
+                    log.warning("checkpoint of %s failed: %s", reception.key, exc)
+                reception.record["lastRecvTime"] = now_us()
 
     # -- structures ---------------------------------------------------------------------------------------------
     def transfers(self) -> list[dict[str, Any]]:

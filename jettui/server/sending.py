@@ -62,11 +62,11 @@ from jettui.transfer import (
     TransferFailed,
 )
 from jettui.transfer.driver import DriverSession, TransferEndpoint
+from jettui.transfer.source import FileSource, build_manifest
 
 if TYPE_CHECKING:
     from jettui.server.core import Server
     from jettui.server.session import Principal
-    from jettui.transfer.source import FileSource
 
 log = logging.getLogger("jettui.server.sending")
 
@@ -348,8 +348,6 @@ class SendManager:
         done = self._manifest_done[manifest_id] = asyncio.Event()
 
         async def build() -> None:
-            from jettui.transfer.source import build_manifest
-
             try:
                 entries = await asyncio.to_thread(build_manifest, fs, mappings, SYMLINKS_FOLLOW)
             except Exception as exc:  # CommandError, or an OSError the builder did not map
@@ -717,8 +715,6 @@ class SendManager:
         m = self.manifests.get(t["manifestId"])
         if d is None or m is None:
             raise CommandError("its destination or manifest was deleted")
-        from jettui.transfer.source import FileSource, build_manifest
-
         t["startTime"] = t["startTime"] or self._time()
         self._set_status(t, TRANSFER_STATUS_SENDING)
         run.fs = FileSystemView(m.get("_roots"))
@@ -764,6 +760,7 @@ class SendManager:
             "destinationPath": t["destinationPath"],
             "overwrite": t["overwrite"],
             "transferFlags": t["transferFlags"],
+            "checkpointFrequencySeconds": t["checkpointFrequencySeconds"],
         }
         sender = Sender(
             config,
@@ -803,8 +800,6 @@ class SendManager:
 
     async def _restart_changed(self, t: dict[str, Any], m: dict[str, Any], run: Running) -> None:
         """A source file changed while it was sent: rebuild the manifest and start over."""
-        from jettui.transfer.source import build_manifest
-
         assert run.fs is not None
         entries = await asyncio.to_thread(build_manifest, run.fs, m["_mappings"], SYMLINKS_FOLLOW)
         m["_sources"] = list(entries.src_paths)
