@@ -747,7 +747,7 @@ class SendManager:
             min_cipher=MIN_CIPHER_NONE if cipher is None else cipher,
             max_cipher=MIN_CIPHER_ENCRYPTED_256 if cipher is None else cipher,
             max_rate=self._rate_limit(t),
-            initial_rate=min(self._rate_limit(t), 1e9 if _is_loopback(addr[0]) else 100e6),
+            initial_rate=min(self._rate_limit(t), 8e9 if _is_loopback(addr[0]) else 100e6),
         )
         checkpoint = self._checkpoint(tid)
         settings = d["_settings"]
