@@ -1,0 +1,463 @@
+"""The sender's file side of the data plane: building manifests and reading blocks.
+
+* :func:`build_manifest` turns the docs' mapping dict (destination path → source path)
+  into :class:`~jettui.transfer.manifest.FileEntry` items, expanding directories
+  iteratively and hashing every regular file (SHA-256) as it goes.  It blocks; the server
+  runs it in a thread.
+* :class:`FileSource` is the :class:`~jettui.transfer.sender.BlockSource` over real files:
+  ``os.pread`` on descriptors opened once per file (a small LRU), a check that the file
+  still is what the manifest describes, and zeros instead of reads when the transfer flags
+  say not to read (network benchmark).
+
+Every file and directory is reached through :class:`~jettui.server.fsview.FileSystemView`
+(openat2 ``RESOLVE_BENEATH`` from the sandbox root) or relative to a directory descriptor
+it gave us, with ``O_NOFOLLOW``: a symbolic link is only ever followed by the view, which
+refuses one that leads out of the sandbox.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..constants import (
+    FILETYPE_DIRECTORY,
+    FILETYPE_REGULAR_FILE,
+    SYMLINKS_FOLLOW,
+    SYMLINKS_IGNORE,
+    TRANSFER_FLAG_READ,
+)
+from ..errors import CommandError
+from ..server.fsview import FileSystemView
+from ..server.sandbox import MAX_NAME_BYTES, show
+from .manifest import MAX_PATH_BYTES, FileEntry
+
+__all__ = [
+    "FileSource",
+    "Manifest",
+    "SourceChanged",
+    "build_manifest",
+    "normalize_dest_path",
+]
+
+#: Bytes per read while hashing (large reads: the hash, not the syscalls, should cost).
+HASH_CHUNK = 1024 * 1024
+#: How often a file being hashed may change under us before the manifest gives up.
+HASH_ATTEMPTS = 3
+#: Descriptors FileSource keeps open at once.
+MAX_OPEN_FILES = 64
+#: FileSource re-checks a file's size and mtime after this many bytes read from it.
+RECHECK_BYTES = 64 * 1024 * 1024
+
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+
+
+class SourceChanged(CommandError):
+    """A source file is no longer what the manifest describes (size or mtime differ).
+
+    The driver restarts the transfer from scratch (a new manifest, no checkpoint) instead
+    of splicing old and new data: blocks already sent belong to the old content.
+    """
+
+    def __init__(self, path: str, detail: str = "") -> None:
+        self.path = path
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"source file {path!r} changed during the transfer{extra}; it must be sent again from the start"
+        )
+
+
+class Manifest(list[FileEntry]):
+    """The entries of a manifest (a plain ``list[FileEntry]``) plus, in the same order, the
+    virtual source path of each entry (``sources``, alias ``src_paths``) and what was left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        #: Virtual paths of entries not taken: ignored symbolic links, devices, FIFOs, sockets.
+        self.skipped: list[str] = []
+
+    @property
+    def src_paths(self) -> list[str]:
+        return self.sources
+
+    @property
+    def total_size(self) -> int:
+        return sum(entry.size for entry in self)
+
+
+# -- destination paths -----------------------------------------------------------------------
+
+
+def normalize_dest_path(path: object, *, allow_empty: bool = False) -> str:
+    """A destination path as a manifest carries it: relative, ``/``-separated, without
+    ``.``, empty or ``..`` components, NUL, or components over 255 bytes.
+
+    A leading ``/`` is dropped (absolute targets are re-rooted under the receiver's
+    sandbox and destinationPath, spec §5.3).  ``..`` is refused rather than resolved: a
+    mapping that needs it is a mistake or an attack.
+    """
+    if not isinstance(path, str):
+        raise CommandError(f"a destination path must be a string, not {type(path).__name__}")
+    if "\x00" in path:
+        raise CommandError(f"destination path {show(path)} contains a NUL byte")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise CommandError(f"destination path {show(path)} contains '..'")
+        try:
+            size = len(part.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise CommandError(f"destination path {show(path)} is not valid UTF-8")
+        if size > MAX_NAME_BYTES:
+            raise CommandError(f"destination path {show(path)} has a component longer than {MAX_NAME_BYTES} bytes")
+        parts.append(part)
+    joined = "/".join(parts)
+    if not joined and not allow_empty:
+        raise CommandError(f"destination path {show(path)} names no file")
+    if len(joined.encode("utf-8")) > MAX_PATH_BYTES:
+        raise CommandError(f"destination path {show(path)} is longer than {MAX_PATH_BYTES} bytes")
+    return joined
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base}/{name}" if base else name
+
+
+def _join_virtual(base: str, name: str) -> str:
+    return base + name if base.endswith("/") else f"{base}/{name}"
+
+
+# -- building a manifest ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _PendingDir:
+    fd: int | None  # an open descriptor (top level) or None: reopen by virtual path
+    vpath: str  # virtual source path (for the view, and messages)
+    dest: str  # normalised destination path ("" = the destination itself)
+    ancestors: frozenset[tuple[int, int]]  # (dev, ino) of the directories above: loop check
+
+
+def _hash_fd(fd: int, st: os.stat_result, vpath: str) -> bytes:
+    """SHA-256 of an open regular file, which must not change while we read it."""
+    for _ in range(HASH_ATTEMPTS):
+        digest = hashlib.sha256()
+        buf = bytearray(HASH_CHUNK)
+        view = memoryview(buf)
+        offset = 0
+        while True:
+            n = os.preadv(fd, [buf], offset)
+            if n <= 0:
+                break
+            digest.update(view[:n])  # hashlib releases the GIL for large updates
+            offset += n
+        after = os.fstat(fd)
+        if offset == st.st_size == after.st_size and after.st_mtime_ns == st.st_mtime_ns:
+            return digest.digest()
+        st = after
+    raise CommandError(f"source file {vpath} keeps changing while it is being read; try again later")
+
+
+def _check_utf8(name: str, where: str) -> None:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(f"file name {show(name)} in {where} is not valid UTF-8 and cannot be transferred")
+
+
+class _Builder:
+    def __init__(self, fs: FileSystemView, symlinks: int, max_files: int) -> None:
+        self.fs = fs
+        self.symlinks = symlinks
+        self.max_files = max_files
+        self.result = Manifest()
+        self.dests: set[str] = set()
+
+    def add(self, entry: FileEntry, vpath: str) -> None:
+        if entry.path in self.dests:
+            raise CommandError(f"destination {entry.path!r} is mapped more than once")
+        if len(self.result) >= self.max_files:
+            raise CommandError(f"the manifest has more than {self.max_files} files (the maxFilesPerManifest limit)")
+        self.dests.add(entry.path)
+        self.result.append(entry)
+        self.result.sources.append(vpath)
+
+    def add_file(self, fd: int, vpath: str, dest: str) -> None:
+        """Hash the regular file open as ``fd`` (which this closes) into an entry."""
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CommandError(f"cannot send {vpath}: not a regular file")
+            if not dest:
+                raise CommandError(f"cannot send the file {vpath} to the destination directory itself; name it")
+            os.set_blocking(fd, True)
+            digest = _hash_fd(fd, st, vpath)
+        except OSError as exc:
+            raise CommandError(f"cannot read {vpath}: {os.strerror(exc.errno or errno.EIO)}")
+        finally:
+            os.close(fd)
+        self.add(FileEntry(dest, st.st_size, st.st_mtime_ns, FILETYPE_REGULAR_FILE, digest, st.st_mode & 0o7777), vpath)
+
+    def open_followed(self, vpath: str) -> tuple[str, int]:
+        """Open what ``vpath`` names, following symbolic links inside the sandbox only
+        (the view refuses the rest): ("file" | "dir", descriptor)."""
+        try:
+            return "file", self.fs.open_read(vpath)
+        except CommandError as file_error:
+            try:
+                return "dir", self.fs.open_dir_for_write(vpath, create=False)
+            except CommandError:
+                raise file_error from None
+
+    def walk(self, top: _PendingDir) -> None:
+        """Expand a directory tree without recursion.  Only the directory being listed has
+        a descriptor open; the pending ones are reopened through the view by virtual path
+        (confined like any other lookup), so wide or deep trees cannot exhaust descriptors."""
+        stack = [top]
+        while stack:
+            pending = stack.pop()
+            fd = pending.fd
+            pending.fd = None
+            if fd is None:
+                fd = self.fs.open_dir_for_write(pending.vpath, create=False)
+            try:
+                st = os.fstat(fd)
+                key = (st.st_dev, st.st_ino)
+                if key in pending.ancestors:
+                    raise CommandError(f"symbolic link loop: {pending.vpath} leads back to a directory above it")
+                subdirs, nonempty = self.list_dir(fd, pending, pending.ancestors | {key})
+            except OSError as exc:
+                raise CommandError(f"cannot list {pending.vpath}: {os.strerror(exc.errno or errno.EIO)}")
+            finally:
+                os.close(fd)
+            if not nonempty and pending.dest:
+                # Nothing below it will be sent: the directory itself must be, or it is lost.
+                entry = FileEntry(pending.dest, 0, st.st_mtime_ns, FILETYPE_DIRECTORY, b"", st.st_mode & 0o7777)
+                self.add(entry, pending.vpath)
+            # Reversed so the walk visits names in sorted order (stable manifests and logs).
+            stack.extend(reversed(subdirs))
+
+    def list_dir(
+        self, fd: int, pending: _PendingDir, ancestors: frozenset[tuple[int, int]]
+    ) -> tuple[list[_PendingDir], bool]:
+        """Add the files of one directory; return its subdirectories still to walk and
+        whether anything at all will be sent from below it."""
+        subdirs: list[_PendingDir] = []
+        nonempty = False
+        with os.scandir(fd) as it:
+            names = sorted(entry.name for entry in it)
+        for name in names:
+            _check_utf8(name, pending.vpath)
+            vpath = _join_virtual(pending.vpath, name)
+            dest = _join(pending.dest, name)
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed since the listing
+            mode = st.st_mode
+            if stat.S_ISLNK(mode):
+                if self.symlinks == SYMLINKS_IGNORE:
+                    self.result.skipped.append(vpath)
+                    continue
+                kind, child = self.open_followed(vpath)
+                if kind == "dir":
+                    os.close(child)
+                    subdirs.append(_PendingDir(None, vpath, dest, ancestors))
+                else:
+                    self.add_file(child, vpath, dest)
+                nonempty = True
+            elif stat.S_ISDIR(mode):
+                subdirs.append(_PendingDir(None, vpath, dest, ancestors))
+                nonempty = True
+            elif stat.S_ISREG(mode):
+                # Relative to the directory's descriptor with O_NOFOLLOW: a file swapped for
+                # a link since the stat fails here instead of leading anywhere.
+                try:
+                    child = os.open(name, _O_READ, dir_fd=fd)
+                except OSError as exc:
+                    raise CommandError(f"cannot read {vpath}: {os.strerror(exc.errno or errno.EIO)}")
+                self.add_file(child, vpath, dest)
+                nonempty = True
+            else:
+                self.result.skipped.append(vpath)  # devices, FIFOs, sockets: not transferable
+        return subdirs, nonempty
+
+
+def build_manifest(
+    fs: FileSystemView,
+    mappings: Mapping[str, str | Mapping[str, object]],
+    symlinks: int = SYMLINKS_FOLLOW,
+    max_files: int = 1_000_000,
+) -> Manifest:
+    """Entries for ``mappings`` (destination path → source path, or → ``{"srcPath": ...,
+    "type": FILETYPE_*}``), every regular file hashed with SHA-256.
+
+    Directories are expanded recursively; a directory with nothing to send inside becomes
+    a FILETYPE_DIRECTORY entry so it is created.  Symbolic links below a mapped directory
+    are followed (inside the sandbox only: one that leads out fails the manifest) or
+    ignored, per ``symlinks``; a source named explicitly in the mapping is always followed.
+    Devices, FIFOs and sockets are left out (listed in ``Manifest.skipped``).  The result
+    is a ``list[FileEntry]`` whose ``sources`` give each entry's virtual source path.
+    Blocking: run it in a thread.
+    """
+    if symlinks not in (SYMLINKS_FOLLOW, SYMLINKS_IGNORE):
+        raise CommandError(f"unknown symlinks mode {show(symlinks)}")
+    if not isinstance(mappings, Mapping) or not mappings:
+        raise CommandError("mappings must be a non-empty dict of destination path -> source path")
+    builder = _Builder(fs, symlinks, max_files)
+    for dest_raw, value in mappings.items():
+        want: object = None
+        if isinstance(value, Mapping):
+            src = value.get("srcPath")
+            want = value.get("type")
+            if want is not None and want not in (FILETYPE_DIRECTORY, FILETYPE_REGULAR_FILE):
+                raise CommandError(f"mapping type {show(want)} is not FILETYPE_DIRECTORY or FILETYPE_REGULAR_FILE")
+        else:
+            src = value
+        if not isinstance(src, str):
+            raise CommandError(f"source path for {show(dest_raw)} must be a string")
+        dest = normalize_dest_path(dest_raw, allow_empty=True)
+        vpath = fs.display(src)
+        kind, fd = builder.open_followed(vpath)
+        if want is not None and (want == FILETYPE_DIRECTORY) != (kind == "dir"):
+            os.close(fd)
+            wanted = "directory" if want == FILETYPE_DIRECTORY else "regular file"
+            raise CommandError(f"{vpath} is not a {wanted}, as the mapping for {show(dest_raw)} says")
+        if kind == "file":
+            builder.add_file(fd, vpath, dest)
+        else:
+            builder.walk(_PendingDir(fd, vpath, dest, frozenset()))
+    _check_tree(builder.result)
+    return builder.result
+
+
+def _check_tree(entries: Sequence[FileEntry]) -> None:
+    """Refuse a manifest in which one path is both a file and a directory's ancestor
+    (``a`` a file and ``a/b`` another): the receiver could only fail half-way."""
+    files = {e.path for e in entries if e.kind == FILETYPE_REGULAR_FILE}
+    for entry in entries:
+        path = entry.path
+        cut = path.rfind("/")
+        while cut > 0:
+            path = path[:cut]
+            if path in files:
+                raise CommandError(f"destination {path!r} is a file but {entry.path!r} needs it as a directory")
+            cut = path.rfind("/")
+
+
+# -- reading blocks -----------------------------------------------------------------------------
+
+
+class FileSource:
+    """BlockSource over the manifest's files (``src_paths[i]`` is entry i's virtual path).
+
+    Descriptors are opened through the view on first use and kept in an LRU of
+    ``max_open`` entries.  Each file is checked against the manifest (size and mtime) when
+    opened, after every ``recheck_bytes`` bytes read from it, and when its last byte is
+    read; a difference raises :class:`SourceChanged`, which is also kept in ``changed``
+    because the sender machine turns exceptions into a failure message.
+    Without TRANSFER_FLAG_READ in ``flags`` nothing is opened: reads return zeros.
+    """
+
+    def __init__(
+        self,
+        fs: FileSystemView,
+        entries: Sequence[FileEntry],
+        src_paths: Sequence[str],
+        flags: int,
+        *,
+        max_open: int = MAX_OPEN_FILES,
+        recheck_bytes: int = RECHECK_BYTES,
+    ) -> None:
+        if len(entries) != len(src_paths):
+            raise ValueError("entries and src_paths differ in length")
+        self._fs = fs
+        self._entries = entries
+        self._src = src_paths
+        self._read = bool(flags & TRANSFER_FLAG_READ)
+        self._max_open = max(1, max_open)
+        self._recheck = recheck_bytes
+        self._fds: OrderedDict[int, list[int]] = OrderedDict()  # index -> [fd, bytes since check]
+        self._closed = False
+        self.changed: SourceChanged | None = None
+        self.bytes_read = 0
+
+    def read(self, file_index: int, offset: int, length: int) -> bytes:
+        if not self._read:
+            return bytes(length)  # benchmark mode: the network only
+        entry = self._entries[file_index]
+        if offset < 0 or offset + length > entry.size:
+            raise ValueError(f"read past the end of {entry.path!r}")
+        slot = self._fds.get(file_index)
+        if slot is None:
+            slot = self._open(file_index)
+        else:
+            self._fds.move_to_end(file_index)
+        fd = slot[0]
+        try:
+            data = os.pread(fd, length, offset)
+            while len(data) < length:
+                more = os.pread(fd, length - len(data), offset + len(data))
+                if not more:
+                    raise self._changed(file_index, "it is shorter than the manifest says")
+                data += more
+        except OSError as exc:
+            raise CommandError(f"cannot read {self._src[file_index]}: {os.strerror(exc.errno or errno.EIO)}")
+        self.bytes_read += length
+        slot[1] += length
+        if slot[1] >= self._recheck or offset + length == entry.size:
+            slot[1] = 0
+            self._verify(file_index, fd)
+        return data
+
+    def _open(self, index: int) -> list[int]:
+        if self._closed:
+            raise CommandError("the file source is closed")
+        fd = self._fs.open_read(self._src[index])
+        try:
+            self._verify(index, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        while len(self._fds) >= self._max_open:
+            _, (old, _) = self._fds.popitem(last=False)
+            os.close(old)
+        slot = [fd, 0]
+        self._fds[index] = slot
+        return slot
+
+    def _verify(self, index: int, fd: int) -> None:
+        entry = self._entries[index]
+        st = os.fstat(fd)
+        if st.st_size != entry.size:
+            raise self._changed(index, f"size {st.st_size}, manifest {entry.size}")
+        if st.st_mtime_ns != entry.mtime_ns:
+            raise self._changed(index, "modification time differs from the manifest")
+
+    def _changed(self, index: int, detail: str) -> SourceChanged:
+        exc = SourceChanged(self._src[index], detail)
+        self.changed = exc
+        return exc
+
+    def close(self) -> None:
+        self._closed = True
+        while self._fds:
+            _, (fd, _) = self._fds.popitem()
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

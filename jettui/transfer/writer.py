@@ -1,0 +1,806 @@
+"""The receiver's file side of the data plane: part-files, resume sidecars, overwrite modes.
+
+Where files land: ``<sandbox root>/<destinationPath>/<entry path>`` (spec §5.3).  Entry
+paths are normalised like manifest destinations (absolute ones re-rooted; ``..``, NUL,
+over-long names refused for the whole transfer).  Every directory is opened through the
+user's :class:`~jettui.server.fsview.FileSystemView` (openat2 ``RESOLVE_BENEATH``: a
+symbolic link in the destination tree that leads out of the sandbox is refused by the
+kernel), and every file inside it with ``dir_fd=`` relative, ``O_NOFOLLOW`` calls.
+
+Files on disk, next to the target ``<name>`` (visible, not hidden, so that a user can see
+an unfinished transfer and what OVERWRITE_NEVER left behind):
+
+* ``<name>.jetpart``: the data being received, created at the declared size with
+  ``ftruncate`` (sparse; never larger, writes past it are refused).
+* ``<name>.jetpart.ckpt``: the resume sidecar (format in :func:`_encode_sidecar`), written
+  as ``<name>.jetpart.ckpt.tmp`` then renamed over, always after the part-file's fsync,
+  so it never claims bytes that are not on disk.
+* ``<name>.jetbak``: OVERWRITE_VERSIONED's copy of the previous file.
+
+When ``<name>`` plus the longest suffix (``.jetpart.ckpt.tmp``) would pass 255 bytes,
+these use a shortened stem: the first bytes of the name, ``~`` and 16 hex digits of the
+name's SHA-256.  With ``state_dir_fd``, sidecars live in that directory instead (named by
+a hash of the part-file's directory and name) so users' directories hold only part-files.
+
+Overwrite modes (constants.OVERWRITE_*), decided per file by :meth:`FileWriter.plan`:
+
+* ALWAYS: part-file, renamed over the target when complete and verified.
+* VERSIONED: as ALWAYS, but first the existing target is hard-linked as ``.jetbak``
+  (an older ``.jetbak`` is replaced), so the final name always holds a complete file.
+* NEVER: an existing target (of any kind) skips the file; if one appears while the data
+  flows, the rename refuses to replace it and the complete part-file is left in place.
+* IN_PLACE_SAME_SIZE: an existing regular target of the same size, or empty, is written in
+  place (no part-file; the crash guarantee below does not hold for it, which is what the
+  mode means); a target of another size skips the file; no target: a part-file, as ALWAYS.
+
+Crash guarantee (every mode but in-place): the final name holds the complete old file or
+the complete new file at every instant, and the only leftovers are the names above.  The
+sequence is: blocks → part-file; verify SHA-256 of the whole part-file against the
+manifest; chmod/utime; fsync; rename (link to ``.jetbak`` first for VERSIONED); fsync the
+directory; remove the sidecar.
+
+Threads: :meth:`write` is called on the event loop (inside the receiver machine);
+:meth:`plan`, :meth:`checkpoint` and :meth:`finish_file` block and may run in worker
+threads at the same time.  One lock guards the shared tables (held around the ``pwrite``
+too, which only copies into the page cache); slow work (hashing, fsync, renames) happens
+outside it, on descriptors the worker owns, under a per-file lock that keeps a checkpoint
+from racing a finish of the same file.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import hashlib
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgpack
+
+from ..constants import (
+    BACKUP_SUFFIX,
+    FILETYPE_DIRECTORY,
+    OVERWRITE_IN_PLACE_SAME_SIZE,
+    OVERWRITE_NAMES,
+    OVERWRITE_NEVER,
+    OVERWRITE_VERSIONED,
+    PARTFILE_SUFFIX,
+    TRANSFER_FLAG_READ,
+    TRANSFER_FLAG_WRITE,
+    TRANSFER_FLAG_WRITE_MTIME,
+    TRANSFER_FLAG_WRITE_ONLY_NEWER,
+)
+from ..errors import CommandError
+from ..server import fsview
+from ..server.fsview import FileSystemView
+from ..server.sandbox import MAX_NAME_BYTES
+from . import faults
+from .faults import fault_point
+from .manifest import FileEntry, block_count
+from .ranges import RangeSet
+from .source import normalize_dest_path
+
+__all__ = ["CKPT_SUFFIX", "FileWriter", "part_names"]
+
+#: Suffix of the resume sidecar (after the part-file's name).
+CKPT_SUFFIX = PARTFILE_SUFFIX + ".ckpt"
+_TMP_SUFFIX = ".tmp"
+_LONGEST_SUFFIX = len((CKPT_SUFFIX + _TMP_SUFFIX).encode())
+
+#: Sidecar layout version 1: magic, msgpack body, SHA-256 of magic + body.
+SIDECAR_MAGIC = b"JETCKPT\x01"
+#: Largest sidecar read back (a very lossy multi-TiB file has a few MiB of ranges).
+MAX_SIDECAR_BYTES = 64 * 1024 * 1024
+#: Descriptors kept open for writing, and directory descriptors kept for opening them.
+MAX_OPEN_FILES = 64
+MAX_OPEN_DIRS = 64
+_HASH_CHUNK = 1024 * 1024
+_STRIPES = 64
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_RW = os.O_RDWR | os.O_NOFOLLOW | _CLOEXEC
+_O_NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NO_HARDLINKS = {errno.EPERM, errno.EMLINK, errno.EXDEV, getattr(errno, "ENOTSUP", -1), errno.EOPNOTSUPP}
+
+
+class _Mode(enum.Enum):
+    SKIP = "skip"  # declined (reason in _File.reason)
+    DISCARD = "discard"  # TRANSFER_FLAG_WRITE off: accept, count, drop
+    DIR = "dir"  # an (empty) directory entry: created at finish
+    PART = "part"  # write a part-file, rename into place
+    INPLACE = "inplace"  # IN_PLACE_SAME_SIZE onto an existing file
+
+
+class _State(enum.IntEnum):
+    OPEN = 0
+    FINISHING = 1
+    FINISHED = 2
+
+
+@dataclass(slots=True, eq=False)
+class _File:
+    index: int
+    entry: FileEntry
+    vparent: str  # virtual path of the directory the file goes in
+    name: str  # last component ("" for a directory entry naming destinationPath itself)
+    display: str  # virtual path of the target, for messages
+    part: str  # part-file name (the data's name; the target's own name in place)
+    ckpt: str  # sidecar name in the directory the sidecar lives in
+    bak: str
+    mode: _Mode = _Mode.PART
+    reason: str = ""
+    fresh: bool = True  # the part-file must be created anew on first open
+    target_id: tuple[int, int] | None = None  # (dev, ino) planned for in-place writing
+    have: RangeSet = field(default_factory=RangeSet)  # bytes written (durable up to the last checkpoint)
+    dirty: bool = False
+    state: _State = _State.OPEN
+
+    @property
+    def data_name(self) -> str:
+        """The name the data is written under: the target itself in place, else the part-file."""
+        return self.name if self.mode is _Mode.INPLACE else self.part
+
+
+def _utf8_cut(name: str, limit: int) -> str:
+    raw = name.encode("utf-8")[:limit]
+    return raw.decode("utf-8", "ignore")  # drop a character cut in half
+
+
+def part_names(name: str) -> tuple[str, str, str]:
+    """(part-file, sidecar, backup) names for a target named ``name``."""
+    stem = name
+    if len(name.encode("utf-8")) + _LONGEST_SUFFIX > MAX_NAME_BYTES:
+        tag = "~" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        stem = _utf8_cut(name, MAX_NAME_BYTES - _LONGEST_SUFFIX - len(tag)) + tag
+    part = stem + PARTFILE_SUFFIX
+    return part, part + ".ckpt", stem + BACKUP_SUFFIX
+
+
+def _read_umask() -> int:
+    """The process umask without the racy set-and-restore of os.umask (Linux ≥ 4.7)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _unlink(dir_fd: int, name: str) -> bool:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _encode_sidecar(entry: FileEntry, part_id: tuple[int, int], block_size: int, have: RangeSet) -> bytes:
+    """Sidecar v1: ``b"JETCKPT\\x01"``, a msgpack map, then SHA-256 of the two.
+
+    The map: ``path`` (manifest path), ``size``, ``mtime`` (ns), ``digest`` (the manifest
+    identity: a different source means start over), ``part`` ([st_dev, st_ino] of the file
+    the ranges are in: a replaced part-file means start over), ``blockSize`` (of the session
+    that wrote it, 0 if unknown) and ``ranges``: the byte ranges on disk,
+    :meth:`RangeSet.to_bytes` form (byte ranges, so a new session may use another block size).
+    """
+    body = msgpack.packb(
+        {
+            "path": entry.path,
+            "size": entry.size,
+            "mtime": entry.mtime_ns,
+            "digest": entry.digest,
+            "part": list(part_id),
+            "blockSize": block_size,
+            "ranges": have.to_bytes(),
+        },
+        use_bin_type=True,
+    )
+    head = SIDECAR_MAGIC + body
+    return head + hashlib.sha256(head).digest()
+
+
+def _decode_sidecar(data: bytes, entry: FileEntry, part_id: tuple[int, int]) -> tuple[RangeSet, int] | None:
+    """(byte ranges, block size) when ``data`` is an intact sidecar for exactly this entry
+    and part-file; None otherwise (corrupt, truncated, another source, another file)."""
+    if len(data) < len(SIDECAR_MAGIC) + 32 or not data.startswith(SIDECAR_MAGIC):
+        return None
+    head, tag = data[:-32], data[-32:]
+    if hashlib.sha256(head).digest() != tag:
+        return None
+    try:
+        body = msgpack.unpackb(
+            head[len(SIDECAR_MAGIC) :],
+            raw=False,
+            max_bin_len=MAX_SIDECAR_BYTES,
+            max_str_len=1 << 16,
+            max_array_len=16,
+            max_map_len=16,
+            max_ext_len=0,
+        )
+    except Exception:  # any damage at all means "no usable sidecar", never a crash
+        return None
+    if not isinstance(body, dict):
+        return None
+    identity = (body.get("path"), body.get("size"), body.get("mtime"), body.get("digest"), body.get("part"))
+    if identity != (entry.path, entry.size, entry.mtime_ns, entry.digest, list(part_id)):
+        return None
+    block_size = body.get("blockSize")
+    ranges = body.get("ranges")
+    if not isinstance(block_size, int) or block_size < 0 or not isinstance(ranges, bytes):
+        return None
+    try:
+        return RangeSet.from_bytes(ranges, limit=entry.size), block_size
+    except ValueError:
+        return None
+
+
+def bytes_to_blocks(have: RangeSet, size: int, block_size: int) -> RangeSet:
+    """The blocks wholly inside ``have`` (byte ranges of a file of ``size`` bytes)."""
+    blocks = RangeSet()
+    nblocks = block_count(size, block_size)
+    for start, end in have:
+        first = -(-start // block_size)
+        last = nblocks if end >= size else end // block_size
+        if first < last:
+            blocks.add(first, last)
+    return blocks
+
+
+class FileWriter:
+    """BlockSink onto real files for one received transfer.  See the module docstring.
+
+    ``block_size`` (keyword) is the session's block size, used to report resumable blocks;
+    without it the writer uses the size recorded in the sidecar, or the length of the
+    first full block written.
+    """
+
+    def __init__(
+        self,
+        fs: FileSystemView,
+        destination_path: str | None,
+        entries: Sequence[FileEntry],
+        overwrite: int,
+        flags: int,
+        state_dir_fd: int | None = None,
+        *,
+        block_size: int | None = None,
+        max_open: int = MAX_OPEN_FILES,
+    ) -> None:
+        if overwrite not in OVERWRITE_NAMES:
+            raise CommandError(f"unknown overwrite mode {overwrite!r}")
+        self._fs = fs
+        self._overwrite = overwrite
+        self._flags = flags
+        self._write = bool(flags & TRANSFER_FLAG_WRITE)
+        self._state_dir = state_dir_fd
+        self._block_size = block_size
+        self._max_open = max(1, max_open)
+        self._umask = _read_umask()
+        self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self._fds: OrderedDict[int, int] = OrderedDict()  # file index -> descriptor
+        self._dirs: OrderedDict[str, int] = OrderedDict()  # virtual directory -> descriptor
+        self._closed = False
+        self.bytes_written = 0
+        base = fs.display(destination_path if destination_path else "/")
+        self.destination = base
+        self._files = self._make_files(base, entries)
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _make_files(self, base: str, entries: Sequence[FileEntry]) -> list[_File]:
+        files: list[_File] = []
+        seen: dict[str, int] = {}
+        aux: set[str] = set()
+        for index, entry in enumerate(entries):
+            try:
+                rel = normalize_dest_path(entry.path, allow_empty=entry.kind == FILETYPE_DIRECTORY)
+            except CommandError as exc:
+                raise CommandError(f"manifest entry {index} refused: {exc.message}")
+            if rel in seen:
+                raise CommandError(f"manifest entries {seen[rel]} and {index} both write {rel!r}")
+            seen[rel] = index
+            head, _, name = rel.rpartition("/")
+            vparent = base if not head else (base + head if base.endswith("/") else f"{base}/{head}")
+            display = base if not rel else (base + rel if base.endswith("/") else f"{base}/{rel}")
+            part, ckpt, bak = part_names(name) if name else ("", "", "")
+            files.append(_File(index, entry, vparent, name, display, part, ckpt, bak))
+            if name:
+                prefix = f"{head}/" if head else ""
+                aux.update(prefix + n for n in (part, ckpt, ckpt + _TMP_SUFFIX, bak))
+        clash = aux.intersection(seen)
+        if clash:
+            raise CommandError(f"manifest entry {min(clash)!r} has the name of another entry's part-file or backup")
+        return files
+
+    @property
+    def files(self) -> int:
+        return len(self._files)
+
+    def target_path(self, index: int) -> str:
+        """The virtual path file ``index`` is written to."""
+        return self._files[index].display
+
+    # -- planning --------------------------------------------------------------------------------------
+    def plan(self, block_size: int | None = None) -> tuple[dict[int, RangeSet], dict[int, str]]:
+        """Decide every file before data flows: ``(present, skip)`` for ``Receiver.accept``.
+
+        ``present`` maps a file to the blocks a valid sidecar says are already on disk;
+        ``skip`` maps a declined file to the reason.  Creates the destination directories
+        (so permission problems show up now, per file).  Blocking.
+        """
+        if block_size is not None:
+            self._block_size = block_size
+        present: dict[int, RangeSet] = {}
+        skip: dict[int, str] = {}
+        if not self._write:
+            for f in self._files:
+                f.mode = _Mode.DISCARD
+            return present, skip
+        dirs: OrderedDict[str, int] = OrderedDict()
+        try:
+            for f in self._files:
+                try:
+                    self._plan_one(f, dirs)
+                except CommandError as exc:
+                    f.mode, f.reason = _Mode.SKIP, exc.message
+                except OSError as exc:
+                    f.mode, f.reason = _Mode.SKIP, f"cannot write {f.display}: {os.strerror(exc.errno or errno.EIO)}"
+                if f.mode is _Mode.SKIP:
+                    skip[f.index] = f.reason
+                elif f.have:
+                    bs = self._block_size
+                    if bs:
+                        blocks = bytes_to_blocks(f.have, f.entry.size, bs)
+                        if blocks:
+                            present[f.index] = blocks
+        finally:
+            for fd in dirs.values():
+                _close(fd)
+        return present, skip
+
+    def _plan_dir(self, dirs: OrderedDict[str, int], vparent: str) -> int:
+        fd = dirs.get(vparent)
+        if fd is not None:
+            dirs.move_to_end(vparent)
+            return fd
+        fd = self._fs.open_dir_for_write(vparent, create=True)
+        dirs[vparent] = fd
+        if len(dirs) > MAX_OPEN_DIRS:
+            _close(dirs.popitem(last=False)[1])
+        return fd
+
+    def _plan_one(self, f: _File, dirs: OrderedDict[str, int]) -> None:
+        entry = f.entry
+        if entry.kind == FILETYPE_DIRECTORY:
+            f.mode = _Mode.DIR
+            if f.name:
+                st = _lstat(self._plan_dir(dirs, f.vparent), f.name)
+                if st is not None and not stat.S_ISDIR(st.st_mode):
+                    raise CommandError(f"cannot create directory {f.display}: it exists and is not a directory")
+            return
+        parent = self._plan_dir(dirs, f.vparent)
+        target = _lstat(parent, f.name)
+        if target is not None and stat.S_ISDIR(target.st_mode):
+            raise CommandError(f"cannot write {f.display}: it is a directory")
+        if self._overwrite == OVERWRITE_IN_PLACE_SAME_SIZE and target is not None:
+            if not stat.S_ISREG(target.st_mode):
+                raise CommandError(f"cannot write {f.display} in place: it is not a regular file")
+            f.mode = _Mode.INPLACE
+            f.fresh = False
+            f.target_id = (target.st_dev, target.st_ino)
+            resumed = self._load_sidecar(f, parent, f.target_id)
+            if resumed:
+                return  # our own interrupted in-place write: its mtime and content are ours now
+            self._check_newer(f, target)
+            if target.st_size not in (0, entry.size):
+                raise CommandError(
+                    f"{f.display} exists with {target.st_size} bytes, the source has {entry.size}: "
+                    "overwrite mode IN_PLACE_SAME_SIZE leaves it alone"
+                )
+            return
+        if target is not None:
+            if self._overwrite == OVERWRITE_NEVER:
+                raise CommandError(f"{f.display} exists and overwrite mode is NEVER")
+            self._check_newer(f, target)
+        f.mode = _Mode.PART
+        part = _lstat(parent, f.part)
+        usable = part is not None and stat.S_ISREG(part.st_mode) and part.st_size == entry.size
+        if usable and self._load_sidecar(f, parent, (part.st_dev, part.st_ino)):  # type: ignore[union-attr]
+            f.fresh = False
+            return
+        # Start over: drop the sidecar (and its temporary) before anything is written, so a
+        # crash from here on cannot pair an old sidecar with new data.
+        f.fresh = True
+        f.have = RangeSet()
+        cdir, cname = self._ckpt_location(f, parent)
+        if _unlink(cdir, cname) | _unlink(cdir, cname + _TMP_SUFFIX):
+            os.fsync(cdir)
+
+    def _check_newer(self, f: _File, target: os.stat_result) -> None:
+        if self._flags & TRANSFER_FLAG_WRITE_ONLY_NEWER and target.st_mtime_ns > f.entry.mtime_ns:
+            raise CommandError(f"{f.display} is newer than the source (TRANSFER_FLAG_WRITE_ONLY_NEWER)")
+
+    def _ckpt_location(self, f: _File, parent: int) -> tuple[int, str]:
+        """(directory descriptor, name) of the sidecar of ``f`` whose directory is ``parent``."""
+        if self._state_dir is None:
+            return parent, f.ckpt
+        st = os.fstat(parent)
+        key = f"{st.st_dev}:{st.st_ino}/{f.part}".encode("utf-8", "surrogateescape")
+        return self._state_dir, f"{hashlib.sha256(key).hexdigest()[:40]}{CKPT_SUFFIX}"
+
+    def _load_sidecar(self, f: _File, parent: int, part_id: tuple[int, int]) -> bool:
+        """Adopt the ranges of a valid sidecar into ``f.have``; False when there is none."""
+        cdir, cname = self._ckpt_location(f, parent)
+        try:
+            fd = os.open(cname, _O_READ, dir_fd=cdir)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return False  # a link or something odd in its place: not ours, start over
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDECAR_BYTES:
+                return False
+            chunks = []
+            while True:
+                chunk = os.read(fd, _HASH_CHUNK)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+        decoded = _decode_sidecar(b"".join(chunks), f.entry, part_id)
+        if decoded is None:
+            return False
+        f.have, recorded = decoded
+        if self._block_size is None and recorded:
+            self._block_size = recorded
+        return True
+
+    # -- data ------------------------------------------------------------------------------------------
+    def write(self, file_index: int, offset: int, data: memoryview) -> None:
+        """Store a block (BlockSink).  Refuses bytes past the declared size; disk full is a
+        CommandError naming the file.  Does not keep ``data``."""
+        f = self._files[file_index]
+        n = len(data)
+        end = offset + n
+        size = f.entry.size
+        if offset < 0 or end > size:
+            raise CommandError(f"refused {n} bytes at offset {offset} of {f.display}: past its declared size {size}")
+        if f.mode is not _Mode.PART and f.mode is not _Mode.INPLACE:
+            if f.mode is _Mode.DISCARD:
+                self.bytes_written += n
+                return
+            raise CommandError(f"no data was expected for {f.display} ({f.mode.value})")
+        if self._block_size is None and end < size and n:
+            self._block_size = n  # only the last block of a file is shorter than the others
+        with self._lock:
+            if f.state is not _State.OPEN or self._closed:
+                raise CommandError(f"{f.display} is no longer open for writing")
+            fd = self._fds.get(file_index)
+            try:
+                if fd is None:
+                    fd = self._open_locked(f)
+                else:
+                    self._fds.move_to_end(file_index)
+                if faults.FAULT is not None and faults.FAULT[0] == "block-write" and n > 1:
+                    _pwrite_all(fd, data[: n // 2], offset)
+                    fault_point("block-write")
+                _pwrite_all(fd, data, offset)
+            except OSError as exc:
+                raise self._io_error(exc, f, "writing")
+            f.have.add(offset, end)
+            f.dirty = True
+        self.bytes_written += n
+
+    def _io_error(self, exc: OSError, f: _File, doing: str) -> CommandError:
+        if exc.errno in _DISK_FULL:
+            return CommandError(f"receiver disk full while {doing} {f.display}")
+        return CommandError(f"error while {doing} {f.display}: {os.strerror(exc.errno or errno.EIO)}")
+
+    def _dir_locked(self, vparent: str) -> int:
+        fd = self._dirs.get(vparent)
+        if fd is not None:
+            self._dirs.move_to_end(vparent)
+            return fd
+        fd = self._fs.open_dir_for_write(vparent, create=True)
+        self._dirs[vparent] = fd
+        if len(self._dirs) > MAX_OPEN_DIRS:
+            _close(self._dirs.popitem(last=False)[1])
+        return fd
+
+    def _open_locked(self, f: _File) -> int:
+        fd = self._open_data(f, self._dir_locked(f.vparent))
+        self._fds[f.index] = fd
+        while len(self._fds) > self._max_open:
+            # Closing needs no fsync: the next checkpoint or finish reopens the file by
+            # name and fsync flushes the inode's pages whichever descriptor wrote them.
+            _close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def _open_data(self, f: _File, parent: int) -> int:
+        """Open (creating if fresh) the file the data of ``f`` goes into."""
+        size = f.entry.size
+        if f.mode is _Mode.INPLACE:
+            fd = os.open(f.name, _O_RW, dir_fd=parent)
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != f.target_id or not stat.S_ISREG(st.st_mode):
+                    raise CommandError(f"{f.display} was replaced while it was being written in place")
+                if st.st_size != size:
+                    if st.st_size:
+                        raise CommandError(f"{f.display} changed size while it was being written in place")
+                    os.ftruncate(fd, size)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        if f.fresh:
+            # Remove whatever has the name (a stale part-file, or a link someone planted)
+            # and create our own: O_EXCL|O_NOFOLLOW never writes through anything.
+            _unlink(parent, f.part)
+            fd = os.open(f.part, _O_NEW, 0o600, dir_fd=parent)
+            try:
+                os.ftruncate(fd, size)  # sparse, and the size it must never pass
+            except BaseException:
+                os.close(fd)
+                raise
+            f.fresh = False
+            return fd
+        try:
+            fd = os.open(f.part, _O_RW, dir_fd=parent)
+        except FileNotFoundError:
+            raise CommandError(f"the part-file of {f.display} disappeared during the transfer")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            os.close(fd)
+            raise CommandError(f"the part-file of {f.display} was changed during the transfer")
+        return fd
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def checkpoint(self) -> int:
+        """Make the received data durable and record it: fsync every part-file written
+        since the last checkpoint, then write its sidecar atomically.  Returns how many
+        sidecars were written.  Blocking; safe while :meth:`write` goes on."""
+        todo: list[tuple[_File, int | None, RangeSet]] = []
+        with self._lock:
+            if self._closed:
+                return 0
+            for f in self._files:
+                if f.dirty and f.state is _State.OPEN:
+                    fd = self._fds.get(f.index)
+                    # The snapshot is taken before the fsync below, so it claims only bytes
+                    # whose pwrite has returned: the fsync makes them durable.
+                    todo.append((f, os.dup(fd) if fd is not None else None, f.have.copy()))
+                    f.dirty = False
+        written = 0
+        error: CommandError | None = None
+        for f, fd, have in todo:
+            try:
+                with self._stripes[f.index % _STRIPES]:
+                    with self._lock:
+                        if f.state is not _State.OPEN:
+                            continue
+                    self._checkpoint_one(f, fd, have)
+                    written += 1
+            except (OSError, CommandError) as exc:
+                with self._lock:
+                    f.dirty = True
+                if error is None:
+                    error = exc if isinstance(exc, CommandError) else self._io_error(exc, f, "checkpointing")
+            finally:
+                _close(fd)
+        if error is not None:
+            raise error
+        return written
+
+    def _checkpoint_one(self, f: _File, fd: int | None, have: RangeSet) -> None:
+        parent = self._fs.open_dir_for_write(f.vparent, create=False)
+        own = None
+        try:
+            if fd is None:
+                own = fd = os.open(f.data_name, _O_RW, dir_fd=parent)
+            st = os.fstat(fd)
+            os.fsync(fd)
+            data = _encode_sidecar(f.entry, (st.st_dev, st.st_ino), self._block_size or 0, have)
+            cdir, cname = self._ckpt_location(f, parent)
+            tmp = cname + _TMP_SUFFIX
+            _unlink(cdir, tmp)
+            tfd = os.open(tmp, _O_NEW, 0o600, dir_fd=cdir)
+            try:
+                if faults.FAULT is not None:
+                    _pwrite_all(tfd, data[: len(data) // 2], 0)
+                    fault_point("checkpoint-write")
+                _pwrite_all(tfd, data, 0)
+                os.fsync(tfd)
+            finally:
+                os.close(tfd)
+            # rename is atomic: a crash leaves the old sidecar or the new one, both true.
+            os.rename(tmp, cname, src_dir_fd=cdir, dst_dir_fd=cdir)
+        finally:
+            _close(own)
+            os.close(parent)
+
+    # -- finishing -------------------------------------------------------------------------------------
+    def finish_file(self, file_index: int) -> tuple[bool, str]:
+        """Verify and install one complete file (the answer to ``FileReceived``).
+
+        Returns ``(ok, message)`` for ``Receiver.file_verified``.  On a digest mismatch the
+        part-file and sidecar are removed (a retry starts clean) and nothing is renamed.
+        Blocking.
+        """
+        f = self._files[file_index]
+        if f.mode is _Mode.SKIP:
+            return False, f.reason
+        if f.mode is _Mode.DISCARD:
+            return True, "not written (TRANSFER_FLAG_WRITE is off)"
+        with self._lock:
+            if f.state is not _State.OPEN:
+                return False, f"{f.display} was already finished"
+            f.state = _State.FINISHING
+            fd = self._fds.pop(file_index, None)  # ours now: write() refuses this file from here on
+        try:
+            with self._stripes[file_index % _STRIPES]:
+                if f.mode is _Mode.DIR:
+                    return self._finish_dir(f)
+                return self._finish_data(f, fd)
+        except CommandError as exc:
+            return False, exc.message
+        except OSError as exc:
+            return False, self._io_error(exc, f, "finishing").message
+        finally:
+            _close(fd)
+            f.state = _State.FINISHED
+            f.have = RangeSet()
+
+    def _finish_dir(self, f: _File) -> tuple[bool, str]:
+        fd = self._fs.open_dir_for_write(f.display, create=True)
+        try:
+            if self._flags & TRANSFER_FLAG_WRITE_MTIME:
+                os.utime(fd, ns=(time.time_ns(), f.entry.mtime_ns))
+        finally:
+            os.close(fd)
+        return True, ""
+
+    def _finish_data(self, f: _File, fd: int | None) -> tuple[bool, str]:
+        parent = self._fs.open_dir_for_write(f.vparent, create=True)
+        own = None
+        try:
+            if fd is None:
+                own = fd = self._open_data(f, parent)
+            st = os.fstat(fd)
+            if st.st_size != f.entry.size:
+                ok, why = False, f"it has {st.st_size} bytes instead of {f.entry.size}"
+            else:
+                ok, why = self._verify(fd, f.entry)
+            cdir, cname = self._ckpt_location(f, parent)
+            if not ok:
+                _unlink(cdir, cname)
+                if f.mode is _Mode.PART:
+                    _unlink(parent, f.part)
+                    return False, f"{f.display} failed verification ({why}); the part-file was removed"
+                return False, f"{f.display} failed verification ({why}); it was written in place"
+            if f.mode is _Mode.PART:
+                os.fchmod(fd, f.entry.mode & 0o777 & ~self._umask)
+            if self._flags & TRANSFER_FLAG_WRITE_MTIME:
+                os.utime(fd, ns=(time.time_ns(), f.entry.mtime_ns))
+            fault_point("before-fsync")
+            os.fsync(fd)
+            if f.mode is _Mode.PART:
+                fault_point("before-rename")
+                if self._overwrite == OVERWRITE_NEVER:
+                    try:
+                        fsview._rename_noreplace(parent, f.part, parent, f.name)
+                    except FileExistsError:
+                        return False, (
+                            f"{f.display} appeared during the transfer and overwrite mode is NEVER; "
+                            f"the received file was left as {f.part!r}"
+                        )
+                else:
+                    if self._overwrite == OVERWRITE_VERSIONED:
+                        self._backup(f, parent)
+                    os.rename(f.part, f.name, src_dir_fd=parent, dst_dir_fd=parent)
+                fault_point("before-dir-fsync")
+                os.fsync(parent)
+            _unlink(cdir, cname)
+            _unlink(cdir, cname + _TMP_SUFFIX)
+            return True, ""
+        finally:
+            _close(own)
+            os.close(parent)
+
+    def _verify(self, fd: int, entry: FileEntry) -> tuple[bool, str]:
+        """Whole-file check: SHA-256 against the manifest; all zeros when the sender did not
+        read (TRANSFER_FLAG_READ off sends zero blocks)."""
+        zeros = not self._flags & TRANSFER_FLAG_READ
+        if not zeros and len(entry.digest) != 32:
+            return False, "the manifest carries no SHA-256 digest for it"
+        digest = hashlib.sha256()
+        buf = bytearray(_HASH_CHUNK)
+        view = memoryview(buf)
+        zero = bytes(_HASH_CHUNK)
+        offset = 0
+        while True:
+            n = os.preadv(fd, [buf], offset)
+            if n <= 0:
+                break
+            if zeros:
+                if view[:n] != zero[:n]:
+                    return False, "expected zeros: the sender did not read its files"
+            else:
+                digest.update(view[:n])
+            offset += n
+        if offset != entry.size:
+            return False, f"read {offset} bytes of {entry.size}"
+        if zeros or digest.digest() == entry.digest:
+            return True, ""
+        return False, "SHA-256 differs from the sender's"
+
+    def _backup(self, f: _File, parent: int) -> None:
+        """VERSIONED: keep the current target as ``.jetbak`` without ever leaving the final
+        name empty: a hard link, then the rename of the part-file replaces the name."""
+        if _lstat(parent, f.name) is None:
+            return
+        _unlink(parent, f.bak)  # the older backup goes (a crash here leaves the target intact)
+        fault_point("backup-rename")
+        try:
+            os.link(f.name, f.bak, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno not in _NO_HARDLINKS:
+                raise
+            # A filesystem without hard links: move the target aside.  Only here is there a
+            # window (until the next rename) in which the final name is absent.
+            os.rename(f.name, f.bak, src_dir_fd=parent, dst_dir_fd=parent)
+        fault_point("backup-rename")
+
+    # -- end ---------------------------------------------------------------------------------------------
+    def abort(self) -> None:
+        """Stop: close every descriptor, leave part-files and sidecars for a resume."""
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            fds = list(self._fds.values()) + list(self._dirs.values())
+            self._fds.clear()
+            self._dirs.clear()
+        for fd in fds:
+            _close(fd)
+
+    def __enter__(self) -> FileWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
