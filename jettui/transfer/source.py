@@ -150,7 +150,9 @@ def _hash_fd(fd: int, st: os.stat_result, vpath: str) -> bytes:
     """SHA-256 of an open regular file, which must not change while we read it."""
     for _ in range(HASH_ATTEMPTS):
         digest = hashlib.sha256()
-        buf = bytearray(HASH_CHUNK)
+        # Sized to the file (plus one byte, to see growth): a fresh 1 MiB buffer for every
+        # small file would cost more than reading it.
+        buf = bytearray(min(st.st_size + 1, HASH_CHUNK))
         view = memoryview(buf)
         offset = 0
         while True:

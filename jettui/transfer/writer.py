@@ -39,16 +39,24 @@ sequence is: blocks → part-file; verify SHA-256 of the whole part-file against
 manifest; chmod/utime; fsync; rename (link to ``.jetbak`` first for VERSIONED); fsync the
 directory; remove the sidecar.
 
+:meth:`FileWriter.finish_files` does the same for a batch with one ``syncfs`` per filesystem
+and one fsync per directory (small files: two journal commits per batch, not per file).
+Named fault points (:mod:`jettui.transfer.faults`, ``JETTUI_FAULT``): ``block-write``,
+``before-fsync``, ``before-rename``, ``backup-rename``, ``before-dir-fsync``,
+``checkpoint-write``.
+
 Threads: :meth:`write` is called on the event loop (inside the receiver machine);
 :meth:`plan`, :meth:`checkpoint` and :meth:`finish_file` block and may run in worker
 threads at the same time.  One lock guards the shared tables (held around the ``pwrite``
 too, which only copies into the page cache); slow work (hashing, fsync, renames) happens
-outside it, on descriptors the worker owns, under a per-file lock that keeps a checkpoint
-from racing a finish of the same file.
+outside it, on descriptors the worker owns.  A checkpoint holds a per-file lock while it
+writes a file's sidecar and a finish waits that out after marking the file finishing, so a
+sidecar can never reappear after the finish removed it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import errno
 import hashlib
@@ -59,6 +67,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -100,6 +109,8 @@ MAX_SIDECAR_BYTES = 64 * 1024 * 1024
 MAX_OPEN_FILES = 64
 MAX_OPEN_DIRS = 64
 _HASH_CHUNK = 1024 * 1024
+_ZEROS = bytes(_HASH_CHUNK)
+_ZEROS_VIEW = memoryview(_ZEROS)
 _STRIPES = 64
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -141,11 +152,39 @@ class _File:
     have: RangeSet = field(default_factory=RangeSet)  # bytes written (durable up to the last checkpoint)
     dirty: bool = False
     state: _State = _State.OPEN
+    sidecar: bool = True  # a sidecar may exist (False once plan() removed it and none was written)
+    stale_part: bool = True  # something may sit at the part-file name (False once plan() saw nothing)
 
     @property
     def data_name(self) -> str:
         """The name the data is written under: the target itself in place, else the part-file."""
         return self.name if self.mode is _Mode.INPLACE else self.part
+
+
+@dataclass(slots=True, eq=False)
+class _Ready:
+    """A verified file between its checks and its rename (finish_files' working set)."""
+
+    file: _File
+    fd: int  # the data, owned
+    dev: int
+    parent: int  # directory descriptor, owned by finish_files
+    cdir: int
+    cname: str
+
+
+def _load_syncfs() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return func
+
+
+_syncfs = _load_syncfs()
 
 
 def _utf8_cut(name: str, limit: int) -> str:
@@ -266,6 +305,22 @@ def _decode_sidecar(data: bytes, entry: FileEntry, part_id: tuple[int, int]) -> 
         return None
 
 
+def _next_data(fd: int, offset: int, size: int) -> tuple[int, int]:
+    """The next data region ``[start, end)`` at or after ``offset`` (``(size, size)`` if
+    only a hole is left); the whole rest when the filesystem cannot say."""
+    try:
+        start = os.lseek(fd, offset, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return size, size
+        return offset, size
+    try:
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+    except OSError:
+        end = size
+    return min(start, size), min(end, size)
+
+
 def bytes_to_blocks(have: RangeSet, size: int, block_size: int) -> RangeSet:
     """The blocks wholly inside ``have`` (byte ranges of a file of ``size`` bytes)."""
     blocks = RangeSet()
@@ -312,6 +367,7 @@ class FileWriter:
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         self._fds: OrderedDict[int, int] = OrderedDict()  # file index -> descriptor
         self._dirs: OrderedDict[str, int] = OrderedDict()  # virtual directory -> descriptor
+        self._dirty: set[int] = set()  # files written since their last checkpoint
         self._closed = False
         self.bytes_written = 0
         base = fs.display(destination_path if destination_path else "/")
@@ -436,6 +492,7 @@ class FileWriter:
             self._check_newer(f, target)
         f.mode = _Mode.PART
         part = _lstat(parent, f.part)
+        f.stale_part = part is not None
         usable = part is not None and stat.S_ISREG(part.st_mode) and part.st_size == entry.size
         if usable and self._load_sidecar(f, parent, (part.st_dev, part.st_ino)):  # type: ignore[union-attr]
             f.fresh = False
@@ -445,8 +502,14 @@ class FileWriter:
         f.fresh = True
         f.have = RangeSet()
         cdir, cname = self._ckpt_location(f, parent)
-        if _unlink(cdir, cname) | _unlink(cdir, cname + _TMP_SUFFIX):
-            os.fsync(cdir)
+        try:
+            if _unlink(cdir, cname) | _unlink(cdir, cname + _TMP_SUFFIX):
+                os.fsync(cdir)
+            f.sidecar = False
+        except OSError as exc:
+            raise CommandError(
+                f"cannot write {f.display}: {cname!r} is in the way and cannot be removed ({exc.strerror})"
+            )
 
     def _check_newer(self, f: _File, target: os.stat_result) -> None:
         if self._flags & TRANSFER_FLAG_WRITE_ONLY_NEWER and target.st_mtime_ns > f.entry.mtime_ns:
@@ -522,7 +585,9 @@ class FileWriter:
             except OSError as exc:
                 raise self._io_error(exc, f, "writing")
             f.have.add(offset, end)
-            f.dirty = True
+            if not f.dirty:
+                f.dirty = True
+                self._dirty.add(file_index)
         self.bytes_written += n
 
     def _io_error(self, exc: OSError, f: _File, doing: str) -> CommandError:
@@ -570,8 +635,13 @@ class FileWriter:
         if f.fresh:
             # Remove whatever has the name (a stale part-file, or a link someone planted)
             # and create our own: O_EXCL|O_NOFOLLOW never writes through anything.
-            _unlink(parent, f.part)
-            fd = os.open(f.part, _O_NEW, 0o600, dir_fd=parent)
+            if f.stale_part:
+                _unlink(parent, f.part)
+            try:
+                fd = os.open(f.part, _O_NEW, 0o600, dir_fd=parent)
+            except FileExistsError:  # appeared since plan(): remove it and try once more
+                _unlink(parent, f.part)
+                fd = os.open(f.part, _O_NEW, 0o600, dir_fd=parent)
             try:
                 os.ftruncate(fd, size)  # sparse, and the size it must never pass
             except BaseException:
@@ -598,13 +668,15 @@ class FileWriter:
         with self._lock:
             if self._closed:
                 return 0
-            for f in self._files:
-                if f.dirty and f.state is _State.OPEN:
-                    fd = self._fds.get(f.index)
+            for index in sorted(self._dirty):
+                f = self._files[index]
+                f.dirty = False
+                if f.state is _State.OPEN:
+                    fd = self._fds.get(index)
                     # The snapshot is taken before the fsync below, so it claims only bytes
                     # whose pwrite has returned: the fsync makes them durable.
                     todo.append((f, os.dup(fd) if fd is not None else None, f.have.copy()))
-                    f.dirty = False
+            self._dirty.clear()
         written = 0
         error: CommandError | None = None
         for f, fd, have in todo:
@@ -618,6 +690,7 @@ class FileWriter:
             except (OSError, CommandError) as exc:
                 with self._lock:
                     f.dirty = True
+                    self._dirty.add(f.index)
                 if error is None:
                     error = exc if isinstance(exc, CommandError) else self._io_error(exc, f, "checkpointing")
             finally:
@@ -638,6 +711,7 @@ class FileWriter:
             cdir, cname = self._ckpt_location(f, parent)
             tmp = cname + _TMP_SUFFIX
             _unlink(cdir, tmp)
+            f.sidecar = True
             tfd = os.open(tmp, _O_NEW, 0o600, dir_fd=cdir)
             try:
                 if faults.FAULT is not None:
@@ -661,29 +735,101 @@ class FileWriter:
         part-file and sidecar are removed (a retry starts clean) and nothing is renamed.
         Blocking.
         """
-        f = self._files[file_index]
-        if f.mode is _Mode.SKIP:
-            return False, f.reason
-        if f.mode is _Mode.DISCARD:
-            return True, "not written (TRANSFER_FLAG_WRITE is off)"
+        return self.finish_files([file_index])[0]
+
+    def finish_files(self, indices: Sequence[int]) -> list[tuple[bool, str]]:
+        """:meth:`finish_file` for several files at once, in the same order.
+
+        The same steps with the syncs batched: every file is verified, then their data is
+        made durable with one ``syncfs`` per filesystem (instead of an fsync per file), then
+        all are renamed, then each directory is fsynced once.  No rename happens before the
+        data of every file in the batch is durable, so the crash guarantee is unchanged;
+        thousands of small files no longer cost two journal commits each.
+        """
+        results: dict[int, tuple[bool, str]] = {}
+        owned: list[tuple[_File, int | None]] = []
         with self._lock:
-            if f.state is not _State.OPEN:
-                return False, f"{f.display} was already finished"
-            f.state = _State.FINISHING
-            fd = self._fds.pop(file_index, None)  # ours now: write() refuses this file from here on
+            for index in indices:
+                f = self._files[index]
+                if f.mode is _Mode.SKIP:
+                    results[index] = (False, f.reason)
+                elif f.mode is _Mode.DISCARD:
+                    results[index] = (True, "not written (TRANSFER_FLAG_WRITE is off)")
+                elif f.state is not _State.OPEN:
+                    results[index] = (False, f"{f.display} was already finished")
+                else:
+                    f.state = _State.FINISHING
+                    owned.append((f, self._fds.pop(index, None)))  # ours now: write() refuses it
+        # A checkpoint that picked one of these files before FINISHING was set may still be
+        # writing its sidecar: wait it out, so the sidecar cannot reappear after we remove it.
+        # Later checkpoints see FINISHING and leave the file alone.
+        for stripe in sorted({f.index % _STRIPES for f, _ in owned}):
+            with self._stripes[stripe]:
+                pass
+        parents: dict[str, int] = {}
+        ready: list[_Ready] = []
         try:
-            with self._stripes[file_index % _STRIPES]:
-                if f.mode is _Mode.DIR:
-                    return self._finish_dir(f)
-                return self._finish_data(f, fd)
-        except CommandError as exc:
-            return False, exc.message
+            for f, fd in owned:
+                try:
+                    if f.mode is _Mode.DIR:
+                        results[f.index] = self._finish_dir(f)
+                        continue
+                    parent = parents.get(f.vparent)
+                    if parent is None:
+                        parent = parents[f.vparent] = self._fs.open_dir_for_write(f.vparent, create=True)
+                    handed, fd = fd, None  # _prepare owns it from here (keeps it in the _Ready, or closes it)
+                    prepared = self._prepare(f, handed, parent)
+                    if isinstance(prepared, _Ready):
+                        ready.append(prepared)
+                    else:
+                        results[f.index] = prepared
+                except (CommandError, OSError) as exc:
+                    results[f.index] = self._failure(exc, f)
+                finally:
+                    _close(fd)
+            try:
+                self._make_durable(ready)
+            except OSError as exc:
+                for item in ready:
+                    results[item.file.index] = self._failure(exc, item.file)
+                ready = []
+            installed: list[_Ready] = []
+            for item in ready:
+                try:
+                    results[item.file.index] = outcome = self._install(item)
+                    if outcome[0]:
+                        installed.append(item)
+                except OSError as exc:
+                    results[item.file.index] = self._failure(exc, item.file)
+            if installed:
+                fault_point("before-dir-fsync")
+                synced: set[int] = set()
+                for item in installed:
+                    if item.parent not in synced:
+                        synced.add(item.parent)
+                        os.fsync(item.parent)
+                for item in installed:
+                    if item.file.sidecar:
+                        _unlink(item.cdir, item.cname)
+                        _unlink(item.cdir, item.cname + _TMP_SUFFIX)
         except OSError as exc:
-            return False, self._io_error(exc, f, "finishing").message
+            for item in ready:
+                results[item.file.index] = self._failure(exc, item.file)
         finally:
-            _close(fd)
-            f.state = _State.FINISHED
-            f.have = RangeSet()
+            for item in ready:
+                _close(item.fd)
+            for parent in parents.values():
+                _close(parent)
+            for f, _ in owned:
+                f.state = _State.FINISHED
+                f.have = RangeSet()
+        return [results[index] for index in indices]
+
+    def _failure(self, exc: BaseException, f: _File) -> tuple[bool, str]:
+        if isinstance(exc, CommandError):
+            return False, exc.message
+        assert isinstance(exc, OSError)
+        return False, self._io_error(exc, f, "finishing").message
 
     def _finish_dir(self, f: _File) -> tuple[bool, str]:
         fd = self._fs.open_dir_for_write(f.display, create=True)
@@ -694,12 +840,12 @@ class FileWriter:
             os.close(fd)
         return True, ""
 
-    def _finish_data(self, f: _File, fd: int | None) -> tuple[bool, str]:
-        parent = self._fs.open_dir_for_write(f.vparent, create=True)
-        own = None
+    def _prepare(self, f: _File, fd: int | None, parent: int) -> _Ready | tuple[bool, str]:
+        """Verify the received data and give it its metadata; closes ``fd`` unless the result
+        is a :class:`_Ready` that owns it."""
         try:
             if fd is None:
-                own = fd = self._open_data(f, parent)
+                fd = self._open_data(f, parent)
             st = os.fstat(fd)
             if st.st_size != f.entry.size:
                 ok, why = False, f"it has {st.st_size} bytes instead of {f.entry.size}"
@@ -717,53 +863,82 @@ class FileWriter:
             if self._flags & TRANSFER_FLAG_WRITE_MTIME:
                 os.utime(fd, ns=(time.time_ns(), f.entry.mtime_ns))
             fault_point("before-fsync")
-            os.fsync(fd)
-            if f.mode is _Mode.PART:
-                fault_point("before-rename")
-                if self._overwrite == OVERWRITE_NEVER:
-                    try:
-                        fsview._rename_noreplace(parent, f.part, parent, f.name)
-                    except FileExistsError:
-                        return False, (
-                            f"{f.display} appeared during the transfer and overwrite mode is NEVER; "
-                            f"the received file was left as {f.part!r}"
-                        )
-                else:
-                    if self._overwrite == OVERWRITE_VERSIONED:
-                        self._backup(f, parent)
-                    os.rename(f.part, f.name, src_dir_fd=parent, dst_dir_fd=parent)
-                fault_point("before-dir-fsync")
-                os.fsync(parent)
-            _unlink(cdir, cname)
-            _unlink(cdir, cname + _TMP_SUFFIX)
-            return True, ""
+            ready = _Ready(f, fd, st.st_dev, parent, cdir, cname)
+            fd = None
+            return ready
         finally:
-            _close(own)
-            os.close(parent)
+            _close(fd)
+
+    def _make_durable(self, ready: Sequence[_Ready]) -> None:
+        """fsync one file; ``syncfs`` once per filesystem for a batch (the same guarantee:
+        every dirty page and inode of the filesystem is on disk when it returns)."""
+        if len(ready) == 1 or _syncfs is None:
+            for item in ready:
+                os.fsync(item.fd)
+            return
+        done: set[int] = set()
+        for item in ready:
+            if item.dev not in done:
+                done.add(item.dev)
+                if _syncfs(item.fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+
+    def _install(self, item: _Ready) -> tuple[bool, str]:
+        """Put a durable, verified file under its final name (nothing to do in place)."""
+        f, parent = item.file, item.parent
+        if f.mode is not _Mode.PART:
+            return True, ""
+        fault_point("before-rename")
+        if self._overwrite == OVERWRITE_NEVER:
+            try:
+                fsview._rename_noreplace(parent, f.part, parent, f.name)
+            except FileExistsError:
+                return False, (
+                    f"{f.display} appeared during the transfer and overwrite mode is NEVER; "
+                    f"the received file was left as {f.part!r}"
+                )
+            return True, ""
+        if self._overwrite == OVERWRITE_VERSIONED:
+            self._backup(f, parent)
+        os.rename(f.part, f.name, src_dir_fd=parent, dst_dir_fd=parent)
+        return True, ""
 
     def _verify(self, fd: int, entry: FileEntry) -> tuple[bool, str]:
         """Whole-file check: SHA-256 against the manifest; all zeros when the sender did not
-        read (TRANSFER_FLAG_READ off sends zero blocks)."""
+        read (TRANSFER_FLAG_READ off sends zero blocks).
+
+        Holes (SEEK_HOLE) are hashed from a zero buffer instead of being read: the kernel
+        would fill page cache with zeros for them, which for a sparse multi-GiB file costs
+        more than the hash itself."""
         zeros = not self._flags & TRANSFER_FLAG_READ
         if not zeros and len(entry.digest) != 32:
             return False, "the manifest carries no SHA-256 digest for it"
         digest = hashlib.sha256()
-        buf = bytearray(_HASH_CHUNK)
+        size = entry.size
+        # Sized to the file: a fresh 1 MiB buffer per 4 KiB file would cost more than the I/O.
+        buf = bytearray(max(1, min(size, _HASH_CHUNK)))
         view = memoryview(buf)
-        zero = bytes(_HASH_CHUNK)
+        chunk = len(buf)
         offset = 0
-        while True:
-            n = os.preadv(fd, [buf], offset)
-            if n <= 0:
-                break
-            if zeros:
-                if view[:n] != zero[:n]:
-                    return False, "expected zeros: the sender did not read its files"
-            else:
-                digest.update(view[:n])
-            offset += n
-        if offset != entry.size:
-            return False, f"read {offset} bytes of {entry.size}"
+        while offset < size:
+            data_at, data_end = _next_data(fd, offset, size)
+            if not zeros:
+                while offset < data_at:  # a hole: zeros by definition
+                    step = min(data_at - offset, _HASH_CHUNK)
+                    digest.update(_ZEROS_VIEW[:step])
+                    offset += step
+            offset = data_at
+            while offset < data_end:
+                n = os.preadv(fd, [view[: min(chunk, data_end - offset)]], offset)
+                if n <= 0:
+                    return False, f"read {offset} bytes of {size}"
+                if zeros:
+                    if buf.count(0, 0, n) != n:  # (memoryview == is byte by byte: slow)
+                        return False, "expected zeros: the sender did not read its files"
+                else:
+                    digest.update(view[:n])
+                offset += n
         if zeros or digest.digest() == entry.digest:
             return True, ""
         return False, "SHA-256 differs from the sender's"

@@ -397,8 +397,8 @@ def test_machines_never_touch_io():
 
     root = pathlib.Path(package.__file__).parent
     for path in root.glob("*.py"):
-        if path.name == "driver.py":
-            continue  # the asyncio driver is the one I/O module
+        if path.name in ("driver.py", "source.py", "writer.py", "faults.py"):
+            continue  # the asyncio driver and the file I/O of the data plane are the I/O modules
         text = path.read_text()
         for forbidden in ("import socket", "import asyncio", "from asyncio", "import time", "import os"):
             assert forbidden not in text, f"{path.name} contains {forbidden!r}"
