@@ -96,6 +96,28 @@ class Connection:
     def pending_requests(self) -> frozenset[int]:
         return frozenset(self._pending)
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame (a frame in progress)."""
+        return self._frames.buffered
+
+    @property
+    def receive_limit(self) -> int:
+        """Largest frame accepted from the peer (``max_frame`` unless lowered)."""
+        return self._frames.max_frame
+
+    def set_receive_limit(self, limit: int) -> None:
+        """Change the largest frame accepted from the peer from now on; frames we send keep
+        ``max_frame``.  A server keeps it low until the session has logged in.  A frame
+        whose header is already buffered is checked against the new limit too."""
+        self._frames.max_frame = min(limit, self.max_frame)
+        if self._error is None:
+            try:
+                self._frames.feed(b"")
+            except RemoteProtocolError as exc:
+                self._error = exc
+                raise
+
     # -- receiving -----------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         if self._error is not None:

@@ -5,6 +5,12 @@ frame that claims 4 GiB is refused before a single byte of it is buffered.  Unpa
 explicit msgpack limits (string, binary, array, map lengths) and refuses ext types, so a
 small frame cannot expand into a huge object either.  Nesting is bounded by msgpack's own
 fixed parser stack.
+
+msgpack's limits count elements per container, not containers: a 16 MiB frame of empty
+arrays (one byte each) would build 16 million lists, about 1 GiB and 20 s of CPU on the
+event loop.  So :func:`unpack` also keeps a budget of containers, one per
+:data:`BYTES_PER_CONTAINER` bytes of input, which holds any decoded object to roughly 20
+times the size of its encoding (an empty list costs 56 bytes, a one-byte msgpack int 8).
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ _LENGTH = struct.Struct(">I")
 HEADER_SIZE = _LENGTH.size
 
 
+#: Input bytes per container (array or map) a decoder allows; real messages use far fewer
+#: containers (an ls entry, the densest, is one map in about 80 bytes).
+BYTES_PER_CONTAINER = 4
+
+
 def _refuse_ext(code: int, data: bytes) -> Any:
     raise RemoteProtocolError(f"msgpack ext type {code} is not allowed")
 
@@ -34,12 +45,26 @@ def pack(obj: Any) -> bytes:
 
 def unpack(data: bytes | bytearray | memoryview, max_len: int) -> Any:
     """Decode one msgpack object no larger than ``max_len`` with every limit applied."""
+    budget = len(data) // BYTES_PER_CONTAINER + 16
+    count = 0
+
+    def container(obj: Any) -> Any:
+        nonlocal count
+        count += 1
+        if count > budget:
+            raise RemoteProtocolError(
+                f"msgpack of {len(data)} bytes holds more than {budget} arrays and maps (expansion refused)"
+            )
+        return obj
+
     try:
         return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=False,
             ext_hook=_refuse_ext,
+            list_hook=container,
+            object_hook=container,
             max_str_len=max_len,
             max_bin_len=max_len,
             max_array_len=max_len,
