@@ -26,6 +26,25 @@ P = Permissions
 MAX_ERROR_MESSAGE = 1000
 
 
+def _hex_key(value: object, what: str) -> str:
+    """A server's public key: 64 hex digits (32 raw bytes)."""
+    try:
+        if not isinstance(value, str) or len(bytes.fromhex(value)) != 32:
+            raise ValueError
+    except ValueError:
+        raise CommandError(f"{what} must be a server's publicKey: 64 hex digits") from None
+    return value.lower()
+
+
+def _later(func: Any, *args: Any) -> Work:
+    """The work of an ...Async request that only calls ``func``."""
+
+    async def work() -> Any:
+        return func(*args)
+
+    return work
+
+
 def _transfer_id(value: int | dict[str, Any]) -> int:
     tid = object_id(value, "transferId")
     if isinstance(tid, str):
@@ -51,11 +70,7 @@ async def createDestination(
     if token is not None and userName is not None:
         raise CommandError("createDestination: give userName and password, or a token, not both")
     if destinationPublicKey is not None:
-        try:
-            if len(bytes.fromhex(destinationPublicKey)) != 32:
-                raise ValueError
-        except ValueError:
-            raise CommandError("destinationPublicKey must be the receiver's publicKey (64 hex digits)") from None
+        destinationPublicKey = _hex_key(destinationPublicKey, "destinationPublicKey")
     p = call.session.require_auth()
     params = dict(
         destinationAddress=destinationAddress,
@@ -209,12 +224,17 @@ async def cancelTransfer(call: Call, transferId: int | dict[str, Any]) -> dict[s
     return call.server.sending.stop_transfer(p, _transfer_id(transferId), TRANSFER_STATUS_CANCELLED, "cancelled")
 
 
+def _user_data_owner(call: Call, object_id: str | int | dict[str, Any]) -> Any:
+    """The destination, manifest or transfer named by an id or structure, and its saver."""
+    if isinstance(object_id, dict):
+        object_id = object_id.get("transferId") or object_id.get("manifestId") or object_id.get("destinationId") or ""
+    return call.server.sending.object_record(call.session.require_auth(), object_id)
+
+
 # -- user data ---------------------------------------------------------------------------------------------
 @method("send.updateObjectUserData", permission=P.TRANSFER)
 async def updateObjectUserData(call: Call, objectId: str | int | dict[str, Any], userData: dict[str, Any]) -> None:
-    if isinstance(objectId, dict):
-        objectId = objectId.get("transferId") or objectId.get("manifestId") or objectId.get("destinationId") or ""
-    record, save = call.server.sending.object_record(call.session.require_auth(), objectId)
+    record, save = _user_data_owner(call, objectId)
     if len(repr(userData)) > 64 * 1024:
         raise CommandError("userData is larger than 64 KiB")
     record.setdefault("userData", {}).update(userData)
@@ -223,9 +243,7 @@ async def updateObjectUserData(call: Call, objectId: str | int | dict[str, Any],
 
 @method("send.deleteObjectUserData", permission=P.TRANSFER)
 async def deleteObjectUserData(call: Call, objectId: str | int | dict[str, Any], key: str) -> None:
-    if isinstance(objectId, dict):
-        objectId = objectId.get("transferId") or objectId.get("manifestId") or objectId.get("destinationId") or ""
-    record, save = call.server.sending.object_record(call.session.require_auth(), objectId)
+    record, save = _user_data_owner(call, objectId)
     if key not in record.get("userData", {}):
         raise CommandError(f"userData has no key {key!r}")
     del record["userData"][key]
@@ -233,37 +251,18 @@ async def deleteObjectUserData(call: Call, objectId: str | int | dict[str, Any],
 
 
 # -- RecvInterface --------------------------------------------------------------------------------------------
-def _public_key(value: str | dict[str, Any]) -> str:
-    if isinstance(value, dict):
-        value = value.get("clientPublicKey")  # type: ignore[assignment]
-    if not isinstance(value, str):
-        raise CommandError("clientPublicKey must be a public key string (64 hex digits)")
-    try:
-        if len(bytes.fromhex(value)) != 32:
-            raise ValueError
-    except ValueError:
-        raise CommandError("clientPublicKey must be a sender's publicKey: 64 hex digits") from None
-    return value.lower()
+def _client_key(value: str | dict[str, Any]) -> str:
+    return _hex_key(value.get("clientPublicKey") if isinstance(value, dict) else value, "clientPublicKey")
 
 
 @method("recv.addAuthorizedClientAsync", superuser=True)
 async def addAuthorizedClientAsync(call: Call, clientPublicKey: str | dict[str, Any]) -> Work:
-    key = _public_key(clientPublicKey)
-
-    async def work() -> None:
-        call.server.receiving.add_authorized(key)
-
-    return work
+    return _later(call.server.receiving.add_authorized, _client_key(clientPublicKey))
 
 
 @method("recv.removeAuthorizedClientAsync", superuser=True)
 async def removeAuthorizedClientAsync(call: Call, clientPublicKey: str | dict[str, Any]) -> Work:
-    key = _public_key(clientPublicKey)
-
-    async def work() -> None:
-        call.server.receiving.remove_authorized(key)
-
-    return work
+    return _later(call.server.receiving.remove_authorized, _client_key(clientPublicKey))
 
 
 @method("recv.allowOnlyAuthorizedClientsAsync", superuser=True)
@@ -273,19 +272,12 @@ async def allowOnlyAuthorizedClientsAsync(call: Call, onlyAuthorizedClientsAllow
         value = value.get("onlyAuthorizedClientsAllowed")  # type: ignore[assignment]
     if not isinstance(value, bool):
         raise CommandError("onlyAuthorizedClientsAllowed must be True or False")
-
-    async def work() -> None:
-        call.server.receiving.set_only_authorized(bool(value))
-
-    return work
+    return _later(call.server.receiving.set_only_authorized, value)
 
 
 @method("recv.getSourcesAsync")
 async def getSourcesAsync(call: Call) -> Work:
-    async def work() -> dict[str, Any]:
-        return {"sources": call.server.receiving.sources()}
-
-    return work
+    return _later(lambda: {"sources": call.server.receiving.sources()})
 
 
 @method("recv.getTransfersAsync")
