@@ -201,6 +201,10 @@ class Server:
             self._conn_tasks.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            # The server is stopping.  Ending this handler quietly keeps asyncio's stream
+            # callback from logging the cancellation as an error.
+            pass
         finally:
             self.connections.discard(conn)
             if task is not None:
