@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
 from typing import Any
 
 from jettui.errors import CommandError
+
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
 
 
 def _type_name(tp: Any) -> str:
@@ -49,9 +53,12 @@ def check_value(value: Any, tp: Any) -> bool:
     if tp is bool:
         return isinstance(value, bool)
     if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        # Signed 64 bits: what SQLite, the C calls behind os.* and the seed's types hold.
+        return isinstance(value, int) and not isinstance(value, bool) and INT_MIN <= value <= INT_MAX
     if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(value, float):
+            return math.isfinite(value)  # NaN and infinities break every comparison and conversion
+        return isinstance(value, int) and not isinstance(value, bool) and INT_MIN <= value <= INT_MAX
     if isinstance(tp, type):
         return isinstance(value, tp)
     return True

@@ -63,7 +63,9 @@ class AsyncClient:
         timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
         fingerprint: str | None = None,
         trust: TrustStore | None = None,
+        max_reply: int = wire.connection.DEFAULT_MAX_REPLY,
     ) -> None:
+        """``max_reply``: the largest reply (reassembled from parts) accepted from the server."""
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -72,7 +74,7 @@ class AsyncClient:
         self.fingerprint: str | None = None
         self.first_contact = False
         self.state = ClientState.UNOPENED
-        self._conn = wire.Connection(wire.CLIENT)
+        self._conn = wire.Connection(wire.CLIENT, max_reply=max_reply)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._read_task: asyncio.Task[None] | None = None

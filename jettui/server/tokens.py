@@ -23,6 +23,13 @@ from jettui.server.state import StateStore
 
 MAX_TOKEN_LENGTH = 256
 MAX_DESCRIPTION = 1024
+#: Longest token lifetime, in seconds (100 years): the expiry must fit the state's integers.
+MAX_TIME_LIMIT = 100 * 365 * 86400
+
+
+def _check_time_limit(time_limit: float) -> None:
+    if not 0 < time_limit <= MAX_TIME_LIMIT:
+        raise CommandError(f"timeLimitSeconds must be positive and at most {MAX_TIME_LIMIT} (got {time_limit})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +109,8 @@ class TokenStore:
         description: str | None,
         permissions: int | None,
     ) -> tuple[APIToken, str]:
-        if time_limit is not None and time_limit <= 0:
-            raise CommandError(f"timeLimitSeconds must be positive (got {time_limit})")
+        if time_limit is not None:
+            _check_time_limit(time_limit)
         if description is not None and len(description) > MAX_DESCRIPTION:
             raise CommandError(f"description is longer than {MAX_DESCRIPTION} characters")
         if permissions is not None and (permissions < 0 or permissions & ~int(PERMISSIONS_ALL)):
@@ -156,8 +163,7 @@ class TokenStore:
 
     def update(self, token_id: str, now_us: int, time_limit: float | None, description: str | None) -> None:
         if time_limit is not None:
-            if time_limit <= 0:
-                raise CommandError(f"timeLimitSeconds must be positive (got {time_limit})")
+            _check_time_limit(time_limit)
             self.state.execute(
                 "UPDATE api_tokens SET expiry_us = ? WHERE token_id = ?",
                 (now_us + int(time_limit * 1_000_000), token_id),

@@ -166,7 +166,9 @@ class Connection:
             if kind == "notification":
                 return Notification(msg["method"], msg.get("params") or {})
             request_id = msg.get("id")
-            if request_id not in self._pending:
+            # type() first: an unhashable id (a list, a map) must not reach the set lookup,
+            # and True / 1.0 must not pass for the pending id 1.
+            if type(request_id) is not int or request_id not in self._pending:
                 raise RemoteProtocolError(f"reply to unknown request id {request_id!r}")
             if kind == "part":
                 return self._receive_part(request_id, msg)
@@ -211,8 +213,12 @@ class Connection:
         if isinstance(event, Request):
             if self.role is not Role.CLIENT:
                 raise LocalProtocolError("only a client sends requests")
+            try:
+                data = encode_frame({"id": event.id, "method": event.method, "params": event.params}, self.max_frame)
+            except (ValueError, TypeError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
+                raise LocalProtocolError(f"cannot send {event.method}: {exc}") from exc
             self._pending.add(event.id)
-            return encode_frame({"id": event.id, "method": event.method, "params": event.params}, self.max_frame)
+            return data
         if self.role is not Role.SERVER:
             raise LocalProtocolError(f"a client cannot send {type(event).__name__}")
         if isinstance(event, Reply):

@@ -45,7 +45,7 @@ def pack(obj: Any) -> bytes:
 
 def unpack(data: bytes | bytearray | memoryview, max_len: int) -> Any:
     """Decode one msgpack object no larger than ``max_len`` with every limit applied."""
-    budget = len(data) // BYTES_PER_CONTAINER + 16
+    budget = len(data) // BYTES_PER_CONTAINER + 64
     count = 0
 
     def container(obj: Any) -> Any:
