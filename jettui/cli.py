@@ -67,6 +67,21 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
         "--max-requests-per-connection", type=int, default=64, help="requests in flight per connection (default 64)"
     )
     limits.add_argument("--login-grace", type=float, default=30.0, help="seconds to log in (default 30)")
+    limits.add_argument(
+        "--handshake-timeout", type=float, default=10.0, help="seconds for the TLS handshake (default 10)"
+    )
+    limits.add_argument(
+        "--frame-timeout", type=float, default=60.0, help="seconds a started request frame may take (default 60)"
+    )
+    limits.add_argument(
+        "--max-unauthenticated-frame",
+        type=int,
+        default=64 * 1024,
+        help="largest request frame before login, bytes (default 65536)",
+    )
+    limits.add_argument(
+        "--max-ls-entries", type=int, default=2_000_000, help="entries one directory listing may hold (default 2000000)"
+    )
     limits.add_argument("--idle-timeout", type=float, default=300.0, help="idle connection timeout (default 300)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
@@ -100,6 +115,10 @@ def _server_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         max_requests_per_connection=args.max_requests_per_connection,
         login_grace=args.login_grace,
         idle_timeout=args.idle_timeout,
+        handshake_timeout=args.handshake_timeout,
+        frame_timeout=args.frame_timeout,
+        max_unauthenticated_frame=args.max_unauthenticated_frame,
+        max_ls_entries=args.max_ls_entries,
     )
 
 

@@ -19,7 +19,8 @@ from jettui.server.tokens import APIToken
 
 P = Permissions
 #: A host name (RFC 1123 labels) or an IPv4 / IPv6 literal.
-HOST_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$|^[0-9A-Fa-f:.]{2,45}$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$|^[0-9A-Fa-f:.]{{2,45}}$")
 #: Notification topics a session may subscribe to.
 TOPICS = frozenset({"events", "transfers"})
 

@@ -41,7 +41,8 @@ def _hash_type(value: str | None) -> str | None:
 def _fs(call: Call) -> FileSystemView:
     if call.session.fs is None:
         call.session.require_auth()
-        call.session.fs = FileSystemView(call.server.sandbox_for(call.session.principal))  # type: ignore[arg-type]
+        roots = call.server.sandbox_for(call.session.principal)  # type: ignore[arg-type]
+        call.session.fs = FileSystemView(roots, max_entries=call.server.config.max_ls_entries)
     return call.session.fs  # type: ignore[no-any-return]
 
 

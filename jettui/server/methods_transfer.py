@@ -19,6 +19,7 @@ from jettui.constants import (
 )
 from jettui.errors import CommandError
 from jettui.server.dispatch import Call, method
+from jettui.server.methods_admin import HOST_RE
 from jettui.server.methods_server import Work, _fs
 from jettui.server.sending import object_id
 
@@ -69,6 +70,8 @@ async def createDestination(
 ) -> dict[str, Any]:
     if token is not None and userName is not None:
         raise CommandError("createDestination: give userName and password, or a token, not both")
+    if not HOST_RE.match(destinationAddress):
+        raise CommandError(f"destinationAddress {destinationAddress!r} is not a host name or IP address")
     if destinationPublicKey is not None:
         destinationPublicKey = _hex_key(destinationPublicKey, "destinationPublicKey")
     p = call.session.require_auth()

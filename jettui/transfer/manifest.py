@@ -94,5 +94,9 @@ class Checkpoint:
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Checkpoint:
-        ranges = {int(i): RangeSet.from_bytes(b) for i, b in data["ranges"].items()}
-        return cls(int(data["blockSize"]), ranges)
+        """Raise ValueError, and nothing else, when ``data`` is not a checkpoint (damaged state)."""
+        try:
+            ranges = {int(i): RangeSet.from_bytes(b) for i, b in data["ranges"].items()}
+            return cls(int(data["blockSize"]), ranges)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a checkpoint: {exc!r}") from exc

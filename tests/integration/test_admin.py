@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from jettui.api import APIInterface, CommandError
-from jettui.errors import ConnectionLost
 from jettui.constants import PERMISSION_BROWSE
+from jettui.errors import ConnectionLost
 from jettui.server.config import BandwidthOptions
 from tests.helpers import ServerThread, running_server
 

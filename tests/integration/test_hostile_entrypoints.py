@@ -39,13 +39,8 @@ SKIPPED = {"server.terminate"}
 SHORT = {"server.recvDiscoverPacketAsync": {"timeoutSeconds": 0.01}, "server.sleep": {"milliseconds": 1}}
 #: Calls sent at once on the connection (under max_requests_per_connection).
 BATCH = 48
-#: Known internal errors, reported to the owners of the code (methods_transfer/sending are
-#: being written): excluded from the table, and pinned by a strict xfail test below, which
-#: starts failing once they are fixed, so this entry is then removed.
-KNOWN = {
-    "send.createDestination": "a destinationAddress the IDNA codec refuses (a 64+ character label, bidi "
-    "controls) fails with 'internal error: UnicodeError' instead of a CommandError",
-}
+#: Known internal errors not fixed yet (method name -> what happens): excluded from the table.
+KNOWN: dict[str, str] = {}
 
 
 def _nested_list(depth: int) -> Any:
@@ -302,8 +297,7 @@ async def test_every_entry_point_with_hostile_arguments(world: World, tmp_path: 
     assert total >= entry_points * 2 * len(GENERIC)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN["send.createDestination"])
-def test_known_create_destination_internal_error(server: ServerThread) -> None:
+def test_create_destination_refuses_hosts_the_idna_codec_refuses(server: ServerThread) -> None:
     with server.api() as api:
         api.server.auth("bob", "bob-pw")
         for address in ("x" * 100, "\u202e\u2066evil"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,11 +53,6 @@ def test_damaged_files_messages(items: list[Any], first: int) -> None:
     manifest_one_input(data, [0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Checkpoint.from_wire (jettui/transfer/manifest.py) lets KeyError/TypeError/AttributeError out on "
-    "damaged resume state; it should raise ValueError (reported: fix belongs to the transfer code)",
-)
 @settings(max_examples=50, deadline=None)
 @given(values)
 def test_checkpoint_from_damaged_state(obj: Any) -> None:
