@@ -1,0 +1,162 @@
+"""Faults with real server processes: kill -9 of the sender, a source file that changes while
+it is sent, and a receiver whose disk fills up."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jettui.api import APIInterface, connect
+from tests.helpers import ServerThread, running_server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    """A `jettui server` process with a persistent state directory and one user."""
+
+    def __init__(self, state: Path, user: str, *extra: str, wrap: list[str] | None = None) -> None:
+        self.state, self.user, self.extra, self.wrap = state, user, extra, wrap or []
+        env = {**os.environ, "JETTUI_PASSWORD": f"{user}-pw"}
+        subprocess.run([sys.executable, "-m", "jettui", "user", "add", user, "--persistent-state-dir", str(state)],
+                       env=env, check=True, capture_output=True, timeout=60)  # fmt: skip
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, recv_port: int = 0) -> Daemon:
+        self.api_port = free_port()
+        self.recv_port = recv_port or free_port()
+        cmd = [sys.executable, "-m", "jettui", "server", "--api-port", str(self.api_port), "--recv-host", "127.0.0.1",
+               "--recv-port", str(self.recv_port), "--persistent-state-dir", str(self.state), *self.extra]  # fmt: skip
+        self.proc = subprocess.Popen([*self.wrap, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"SHA-256 ([0-9a-f]{64})", line)
+        assert match, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")  # type: ignore[union-attr]
+        self.fingerprint = match.group(1)
+        return self
+
+    def api(self) -> APIInterface:
+        api = connect("127.0.0.1", self.api_port, fingerprint=self.fingerprint)
+        api.server.auth(self.user, f"{self.user}-pw")
+        return api
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.communicate(timeout=15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
+
+
+def wait_status(api: APIInterface, tid: int, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t = api.send.getTransfer(tid)
+        if t["status"] in ("complete", "error", "cancelled"):
+            return t
+        time.sleep(0.1)
+    raise AssertionError(f"transfer {tid} not finished: {t}")
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> tuple[ServerThread, Path]:
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with running_server() as rx:
+        rx.add_user("rx", "rx-pw")
+        rx.server.sandboxes.set("rx", {"": str(dst)})
+        yield rx, dst
+
+
+def order(api: APIInterface, rx: ServerThread, src: Path, **kw: object) -> int:
+    dest = api.send.createDestination("127.0.0.1", rx.server.recv_port, userName="rx", password="rx-pw",
+                                      sendRateMax=kw.pop("sendRateMax", 40_000))  # fmt: skip
+    manifest = api.send.waitForManifest(api.send.createManifest({f"/{src.name}": str(src)}))
+    return int(api.send.createTransfer(dest, manifest, **kw)["transferId"])
+
+
+def test_kill_9_of_the_sender_resumes_byte_identical(tmp_path: Path, receiver) -> None:
+    rx, dst = receiver
+    src = tmp_path / "big.bin"
+    data = os.urandom(24_000_000)
+    src.write_bytes(data)
+    sender = Daemon(tmp_path / "tx-state", "tx").start()
+    try:
+        with sender.api() as api:
+            tid = order(api, rx, src, checkpointFrequencySeconds=0.5)
+            time.sleep(2.5)
+            assert api.send.getTransfer(tid)["status"] == "sending"
+        sender.kill9()
+        assert not (dst / "big.bin").exists()  # never a truncated file under the final name
+        sender.start()
+        with sender.api() as api:
+            done = wait_status(api, tid)
+        assert done["status"] == "complete", done
+        assert done["blocksSent"] < done["totalBlocks"]  # resumed, not restarted
+    finally:
+        sender.stop()
+    assert (dst / "big.bin").read_bytes() == data
+    assert not [p for p in dst.iterdir() if p.name != "big.bin"]  # no leftovers once complete
+
+
+def test_source_changed_during_transfer_is_sent_again(tmp_path: Path, receiver) -> None:
+    rx, dst = receiver
+    src = tmp_path / "moving.bin"
+    src.write_bytes(os.urandom(12_000_000))
+    with running_server() as tx:
+        tx.add_user("tx", "tx-pw")
+        with tx.api() as api:
+            api.server.auth("tx", "tx-pw")
+            tid = order(api, rx, src, sendRateMax=20_000)
+            time.sleep(0.8)
+            new = os.urandom(12_000_000)
+            src.write_bytes(new)
+            done = wait_status(api, tid)
+    assert done["status"] == "complete", done
+    assert done["restarts"] >= 1 and "changed" in done["errorMessage"]
+    assert (dst / "moving.bin").read_bytes() == new
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a tmpfs")
+def test_receiver_disk_full_is_a_clear_error_and_the_server_stays_up(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    wrap = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=3m none "{small}" && exec "$@"', "sh"]
+    receiver = Daemon(tmp_path / "rx-state", "rx", "--sandbox-dir", str(small), wrap=wrap).start()
+    src = tmp_path / "too-big.bin"
+    src.write_bytes(os.urandom(8_000_000))
+    try:
+        with running_server() as tx:
+            tx.add_user("tx", "tx-pw")
+            with tx.api() as api:
+                api.server.auth("tx", "tx-pw")
+                dest = api.send.createDestination("127.0.0.1", receiver.recv_port, userName="rx", password="rx-pw")
+                manifest = api.send.waitForManifest(api.send.createManifest({"/too-big.bin": str(src)}))
+                done = wait_status(api, api.send.createTransfer(dest, manifest)["transferId"])
+                assert done["status"] == "error" and "disk full" in done["errorMessage"], done
+        with receiver.api() as rx_api:
+            assert rx_api.server.echo("still up") == "still up"
+            names = {f["name"] for f in rx_api.server.getRequestResult(rx_api.server.lsAsync("/"))["files"]}
+        assert "too-big.bin" not in names  # nothing truncated under the final name; the part-file waits for resume
+    finally:
+        receiver.stop()
