@@ -75,6 +75,13 @@ LOOPBACK_DATAGRAM = 65000
 WAN_DATAGRAM = 1400
 PROGRESS_INTERVAL = 0.5
 MAX_SOURCE_RESTARTS = 3
+#: A session whose peer is silent this long is given up and tried again from the checkpoints
+#: (a restarted receiver knows nothing of the old session and drops its datagrams).
+SESSION_IDLE_TIMEOUT = 20.0
+#: Failures that mean "the receiver went away", retried with back-off up to MAX_RETRIES times.
+RETRYABLE = ("no packet from the peer", "handshake failed after")
+MAX_RETRIES = 100
+MAX_RETRY_DELAY = 30.0
 
 
 def now_us() -> int:
@@ -482,6 +489,8 @@ class SendManager:
             "sendRate": 0.0,
             "roundTripTimeMs": None,
             "restarts": 0,
+            "retries": 0,
+            "retryAt": None,
             "userData": {},
         }
         self.transfers[transfer_id] = record
@@ -673,17 +682,24 @@ class SendManager:
     async def _schedule(self) -> None:
         while True:
             self._wakeup.clear()
+            now = now_us()
             pending = sorted(
                 (t for t in self.transfers.values() if t["status"] == TRANSFER_STATUS_PENDING),
                 key=lambda t: (t["priority"], t["transferId"]),
             )
+            later = [t["retryAt"] for t in pending if (t.get("retryAt") or 0) > now]
             for t in pending:
                 if len(self.running) >= self.max_active:
                     break
+                if (t.get("retryAt") or 0) > now:
+                    continue  # backing off after a lost connection
                 run = Running(t["transferId"])
                 self.running[t["transferId"]] = run
                 run.task = asyncio.create_task(self._run(t, run), name=f"transfer-{t['transferId']}")
-            await self._wakeup.wait()
+            wait = (min(later) - now) / 1e6 if later else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
 
     async def _run(self, t: dict[str, Any], run: Running) -> None:
         tid = t["transferId"]
@@ -747,6 +763,7 @@ class SendManager:
             min_cipher=MIN_CIPHER_NONE if cipher is None else cipher,
             max_cipher=MIN_CIPHER_ENCRYPTED_256 if cipher is None else cipher,
             max_rate=self._rate_limit(t),
+            idle_timeout=SESSION_IDLE_TIMEOUT,
             initial_rate=min(self._rate_limit(t), 8e9 if _is_loopback(addr[0]) else 100e6),
         )
         checkpoint = self._checkpoint(tid)
@@ -794,6 +811,15 @@ class SendManager:
             return
         if status != TRANSFER_STATUS_COMPLETE and checkpoint is not None or not sender.is_finished:
             self._save_transfer(t, sender.checkpoint())
+        if status == TRANSFER_STATUS_ERROR and message.startswith(RETRYABLE) and t["retries"] < MAX_RETRIES:
+            self._save_transfer(t, sender.checkpoint())
+            t["retries"] += 1
+            delay = min(2.0 ** (t["retries"] - 1), MAX_RETRY_DELAY)
+            t["retryAt"] = now_us() + int(delay * 1e6)
+            d["encryptedConnectionState"] = "disconnected"
+            note = f"connection lost ({message}); retry {t['retries']} in {delay:g} s"
+            self._set_status(t, TRANSFER_STATUS_PENDING, note)
+            return
         d["encryptedConnectionState"] = "disconnected"
         d["lastSendTime"] = self._time()
         self._set_status(t, status, message)

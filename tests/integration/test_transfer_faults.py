@@ -119,6 +119,36 @@ def test_kill_9_of_the_sender_resumes_byte_identical(tmp_path: Path, receiver) -
     assert not [p for p in dst.iterdir() if p.name != "big.bin"]  # no leftovers once complete
 
 
+def test_kill_9_of_the_receiver_resumes_byte_identical(tmp_path: Path) -> None:
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    src = tmp_path / "big.bin"
+    data = os.urandom(20_000_000)
+    src.write_bytes(data)
+    receiver = Daemon(tmp_path / "rx-state", "rx", "--sandbox-dir", str(dst)).start()
+    try:
+        with running_server() as tx:
+            tx.add_user("tx", "tx-pw")
+            with tx.api() as api:
+                api.server.auth("tx", "tx-pw")
+                dest = api.send.createDestination("127.0.0.1", receiver.recv_port, userName="rx", password="rx-pw",
+                                                  sendRateMax=30_000)  # fmt: skip
+                manifest = api.send.waitForManifest(api.send.createManifest({"/big.bin": str(src)}))
+                tid = api.send.createTransfer(dest, manifest, checkpointFrequencySeconds=0.5)["transferId"]
+                time.sleep(2.5)
+                receiver.kill9()
+                assert not (dst / "big.bin").exists()
+                time.sleep(0.5)
+                receiver.start(recv_port=receiver.recv_port)  # same address, same keys
+                done = wait_status(api, tid, timeout=120)
+        assert done["status"] == "complete", done
+        assert done["retries"] >= 1
+        assert done["blocksSent"] < done["totalBlocks"]  # only what the receiver lacked
+    finally:
+        receiver.stop()
+    assert (dst / "big.bin").read_bytes() == data
+
+
 def test_source_changed_during_transfer_is_sent_again(tmp_path: Path, receiver) -> None:
     rx, dst = receiver
     src = tmp_path / "moving.bin"
