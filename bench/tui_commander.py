@@ -1,0 +1,207 @@
+"""Bench: the commander on a 100,000-entry directory served by a real embedded server.
+
+Prints numbers, asserts nothing.  Inside a headless Textual app (``make_app`` +
+``run_test``), with the embedded server sandboxed on a scratch tree:
+
+* Enter on the directory -> the listing's reply (lsAsync over TLS), the first painted row
+  of the new listing (``render_line``), and the full listing in the list (``set_entries``
+  returned, all entries sortable, filterable and scrollable);
+* key-press-to-repaint latency (down, pagedown, end, home, ``s`` sort) measured from the
+  key press to the first ``render_line`` after it, while a throttled transfer is running
+  (its progress notifications keep the queue busy).
+
+Issue targets: first rows <= 300 ms, full listing <= 1.5 s, key-to-repaint <= 50 ms.
+
+Run: ``python bench/tui_commander.py [--entries 100000] [--repeat 3] [--keys 20] [--size 80x24]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jettui.api import connect  # noqa: E402
+from jettui.server.config import ServerConfig  # noqa: E402
+from jettui.server.embedded import EmbeddedServer  # noqa: E402
+from jettui.tui import make_app  # noqa: E402
+from jettui.tui.app import JettuiApp  # noqa: E402
+
+
+def make_tree(root: Path, entries: int, transfer_mb: int) -> None:
+    big = root / "big"
+    big.mkdir(parents=True)
+    for i in range(entries):
+        # Empty files: the listing cost is per entry, not per byte; every 10th a directory.
+        if i % 10 == 0:
+            (big / f"dir-{i:06d}").mkdir()
+        else:
+            (big / f"file-{(i * 7919) % entries:06d}.dat").touch()
+    (root / "payload.bin").write_bytes(os.urandom(transfer_mb * 1_000_000))
+    (root / "inbox").mkdir()
+
+
+class Marks:
+    """Timestamps recorded by the instrumented FileList."""
+
+    def __init__(self) -> None:
+        self.paint: float | None = None
+        self.entries_set: float | None = None
+        self.min_rows = 0
+
+
+def instrument(app: JettuiApp, marks: Marks) -> None:
+    file_list = app.left.file_list
+    render_line = file_list.render_line
+    set_entries = file_list.set_entries
+
+    def timed_render(y: int) -> Any:
+        if marks.paint is None and len(file_list.rows) >= marks.min_rows:
+            marks.paint = time.perf_counter()
+        return render_line(y)
+
+    def timed_set(*args: Any, **kwargs: Any) -> Any:
+        result = set_entries(*args, **kwargs)
+        if len(file_list.entries) >= marks.min_rows:
+            marks.entries_set = time.perf_counter()
+        return result
+
+    file_list.render_line = timed_render  # type: ignore[method-assign]
+    file_list.set_entries = timed_set  # type: ignore[method-assign]
+
+
+async def wait(predicate: Any, pilot: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("bench step timed out")
+        await pilot.pause(0.002)
+
+
+async def open_big(app: JettuiApp, pilot: Any, marks: Marks, entries: int) -> tuple[float, float, float]:
+    """Enter on /big from /; returns (reply, first paint, full listing) in seconds."""
+    pane = app.left
+    rows = [str(e["name"]) for e in pane.file_list.rows]
+    pane.file_list.cursor = rows.index("big")
+    await pilot.pause()
+    marks.paint = marks.entries_set = None
+    marks.min_rows = entries
+    reply: list[float] = []
+    backend_ls = app.backend.ls
+
+    async def timed_ls(key: str, path: str) -> Any:
+        result = await backend_ls(key, path)
+        reply.append(time.perf_counter())
+        return result
+
+    app.backend.ls = timed_ls  # type: ignore[method-assign]
+    start = time.perf_counter()
+    await pilot.press("enter")
+    await wait(lambda: marks.paint is not None and marks.entries_set is not None, pilot)
+    app.backend.ls = backend_ls  # type: ignore[method-assign]
+    assert marks.paint is not None and marks.entries_set is not None
+    full = max(marks.entries_set, marks.paint) - start
+    result = (reply[0] - start, marks.paint - start, full)
+    # Back up for the next round.
+    marks.min_rows = 0
+    await pilot.press("backspace")
+    await wait(lambda: app.left.path == "/", pilot)
+    return result
+
+
+async def key_latency(app: JettuiApp, pilot: Any, marks: Marks, key: str, count: int) -> list[float]:
+    out = []
+    # Keys that change nothing when repeated (end at the end) get their opposite in between.
+    reset = {"end": "home", "home": "end", "pagedown": "home"}.get(key)
+    for _ in range(count):
+        if reset is not None:
+            await pilot.press(reset)
+            await pilot.pause(0.01)
+        marks.paint = None
+        start = time.perf_counter()
+        await pilot.press(key)
+        await wait(lambda: marks.paint is not None, pilot, timeout=10)
+        assert marks.paint is not None
+        out.append(marks.paint - start)
+        await pilot.pause(0.01)
+    return out
+
+
+def fmt(values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+    return f"median {statistics.median(ms):7.1f} ms   p95 {p95:7.1f} ms   max {ms[-1]:7.1f} ms"
+
+
+async def run(args: argparse.Namespace) -> None:
+    width, height = (int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory(prefix="jettui-bench-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        make_tree(root, args.entries, args.transfer_mb)
+        print(f"tree: {args.entries:,} entries made in {time.perf_counter() - t0:.1f} s")
+        config = ServerConfig(api_port=0, recv_port=0, recv_host="127.0.0.1", sandbox_dir=root, server_name="bench")
+        server = EmbeddedServer(config)
+        info = server.start()
+        try:
+            app = make_app(embedded=info, path="/")
+            async with app.run_test(size=(width, height)) as pilot:
+                await wait(lambda: app.left.loaded and app.right.loaded, pilot)
+                marks = Marks()
+                instrument(app, marks)
+                rounds = [await open_big(app, pilot, marks, args.entries) for _ in range(args.repeat)]
+                print(f"\nEnter on a {args.entries:,}-entry directory ({args.repeat} runs, {args.size}):")
+                print(f"  lsAsync reply      {fmt([r[0] for r in rounds])}")
+                print(f"  first rows painted {fmt([r[1] for r in rounds])}   (target 300 ms)")
+                print(f"  full listing       {fmt([r[2] for r in rounds])}   (target 1500 ms)")
+
+                # A throttled transfer keeps running (and notifying) while keys are pressed.
+                with connect(info.host, info.port, fingerprint=info.fingerprint, trust=False) as api:
+                    api.server.auth(info.user, info.secret)
+                    api.server.superuser()
+                    api.server.updateBandwidthLimits(outgoingLimitActive=True, outgoingRateLimit=args.rate_kbits)
+                app.right.load("/inbox")
+                await wait(lambda: app.right.path == "/inbox", pilot)
+                rows = [str(e["name"]) for e in app.left.file_list.rows]
+                app.left.file_list.cursor = rows.index("payload.bin")
+                await pilot.press("f5")
+                await pilot.pause(0.2)
+                await pilot.press("enter")
+                await wait(lambda: any(t.get("status") == "sending" for _, t in app.queue.transfers.values()), pilot)
+                marks.min_rows = 0
+                rows = [str(e["name"]) for e in app.left.file_list.rows]
+                app.left.file_list.cursor = rows.index("big")
+                await pilot.press("enter")
+                await wait(lambda: app.left.path == "/big" and len(app.left.file_list.entries) >= args.entries, pilot)
+                await pilot.pause(0.2)
+                print(f"\nKey press to repaint, {args.entries:,} entries, transfer running ({args.keys} presses each):")
+                for key in ("down", "pagedown", "end", "home", "s"):
+                    values = await key_latency(app, pilot, marks, key, args.keys)
+                    print(f"  {key:<9}          {fmt(values)}   (target 50 ms)")
+                statuses = {t.get("status") for _, t in app.queue.transfers.values()}
+                print(f"\ntransfer status at the end: {', '.join(sorted(map(str, statuses)))}")
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keys", type=int, default=20)
+    parser.add_argument("--size", default="80x24")
+    parser.add_argument("--transfer-mb", type=int, default=40)
+    parser.add_argument("--rate-kbits", type=float, default=10_000, help="outgoing limit while keys are timed")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
