@@ -13,7 +13,7 @@ from typing import Any
 
 from jettui import __version__
 from jettui.constants import API_VERSION, HASH_TYPES, Permissions
-from jettui.errors import CommandError
+from jettui.errors import CommandError, construct_error
 from jettui.server.core import now_us
 from jettui.server.dispatch import Call, method
 from jettui.server.fsview import FileSystemView
@@ -112,7 +112,7 @@ async def getRequestStatus(call: Call, requestId: int | dict[str, Any]) -> dict[
 async def getRequestResult(call: Call, requestId: int | dict[str, Any]) -> Any:
     req = await call.server.requests.wait(_request_id(requestId), _owners(call))
     if req.status == "error":
-        raise CommandError(req.error_message)
+        raise construct_error(req.error_code, req.error_message)  # keeps the class (e.g. authentication)
     return req.result
 
 

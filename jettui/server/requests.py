@@ -30,6 +30,7 @@ class AsyncRequest:
     status: str = REQUEST_STATUS_PENDING
     result: Any = None
     error_message: str = ""
+    error_code: str = "command"
     finished: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,7 +76,7 @@ class RequestTable:
             req.result = await work()
             req.status = REQUEST_STATUS_SUCCESS
         except JettuiError as exc:
-            req.status, req.error_message = REQUEST_STATUS_ERROR, exc.message
+            req.status, req.error_message, req.error_code = REQUEST_STATUS_ERROR, exc.message, exc.code
         except asyncio.CancelledError:
             req.status, req.error_message = REQUEST_STATUS_ERROR, "request cancelled: the server is stopping"
             raise

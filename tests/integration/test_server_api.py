@@ -286,3 +286,9 @@ def test_wrong_types_unknown_method_server_side(api: APIInterface) -> None:
     with pytest.raises(CommandError, match="unknown parameter"):
         run(client.call("server.echo", {"text": "a", "extra": True}))
     assert api.server.echo("still serving") == "still serving"
+
+
+def test_async_errors_keep_their_class(server: ServerThread) -> None:
+    with server.api() as api:
+        with pytest.raises(AuthenticationError, match="wrong user name or password"):
+            api.server.auth("alice", "wrong")
