@@ -202,25 +202,9 @@ def _commander(argv: list[str]) -> int:
     p.add_argument("--right", help="server of the right pane")
     p.add_argument("--version", action="version", version=f"jettui {__version__}")
     args = p.parse_args(argv)
-    try:
-        from jettui.tui import run_commander
-    except ImportError:
-        return _embedded_info()
+    from jettui.tui import run_commander
+
     return run_commander(args.target, left=args.left, right=args.right)
-
-
-def _embedded_info() -> int:
-    from jettui.api import connect
-    from jettui.server.embedded import EmbeddedServer
-
-    with EmbeddedServer() as info:
-        with connect(info.host, info.port, fingerprint=info.fingerprint, trust=False) as api:
-            api.server.auth(info.user, info.secret)
-            server_info = api.server.getServerInfo()
-            roots = api.server.getRequestResult(api.server.lsRootsAsync())
-        print(f"embedded jettui server {server_info['serverName']} on {info.host}:{info.port}")
-        print(f"roots: {[f['name'] for f in roots['files']]}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

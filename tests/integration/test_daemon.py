@@ -121,10 +121,16 @@ def test_remote_api_host_needs_explicit_permission() -> None:
     assert result.returncode == 1 and "--api-allow-remote-control" in result.stderr
 
 
-def test_embedded_default_prints_roots() -> None:
-    from jettui.cli import _embedded_info
+def test_embedded_server_serves_its_owner() -> None:
+    from jettui.server.embedded import EmbeddedServer
 
-    assert _embedded_info() == 0
+    with EmbeddedServer() as info, connect(info.host, info.port, fingerprint=info.fingerprint, trust=False) as api:
+        api.server.auth(info.user, info.secret)
+        assert api.server.getServerInfo()["user"]["sandboxed"] is False
+        roots = api.server.getRequestResult(api.server.lsRootsAsync())
+        assert [f["name"] for f in roots["files"]] == ["/"]
+        with pytest.raises(CommandError):
+            api.server.auth(info.user, "not-the-secret")
 
 
 def test_state_schema_is_versioned(tmp_path: Path) -> None:
