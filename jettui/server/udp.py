@@ -14,7 +14,8 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger("jettui.server.udp")
 
@@ -25,6 +26,17 @@ SEND_BUFFER = 8 * 1024 * 1024
 MAX_DATAGRAM = 65536
 #: Datagrams handled per wake-up before yielding to other tasks.
 DRAIN_BUDGET = 512
+#: The drained callbacks also run after this many datagrams within one wake-up, so a long
+#: drain (64 KiB datagrams on loopback) does not hold back the ACKs it makes due.
+FLUSH_EVERY = 64
+#: UDP GSO (Linux >= 4.18): one sendmsg carries up to 64 equal-sized datagrams that the
+#: kernel cuts apart; the notes measured 5x the packet rate of one sendto per datagram.
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+#: Datagrams at most this big are batched (larger ones are loopback-sized already).
+GSO_MAX_SEGMENT = 1472
 
 
 def _set_buffer(sock: socket.socket, force_opt: int, opt: int, size: int) -> None:
@@ -45,8 +57,10 @@ class UdpEndpoint:
         self.sock.bind((host, port))
         self.port: int = self.sock.getsockname()[1]
         self.handlers: dict[int, DatagramHandler] = {}
+        self._drained: list[Callable[[], None]] = []
         self.dropped_unknown = 0
         self.received = 0
+        self.gso = True  # cleared the first time the kernel refuses a GSO send
         self._buf = bytearray(MAX_DATAGRAM)
         self._view = memoryview(self._buf)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,6 +85,18 @@ class UdpEndpoint:
     def register(self, first_byte: int, handler: DatagramHandler) -> None:
         self.handlers[first_byte] = handler
 
+    def on_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each batch of datagrams read in one wake-up (the transfer
+        driver sends what the batch made due then, instead of after every datagram)."""
+        self._drained.append(callback)
+
+    def _flush(self) -> None:
+        for callback in self._drained:
+            try:
+                callback()
+            except Exception:
+                log.exception("udp drained callback failed")
+
     def sendto(self, data: bytes, addr: tuple[str, int]) -> bool:
         """Send one datagram; False when the kernel buffer is full (the caller paces)."""
         try:
@@ -83,9 +109,53 @@ class UdpEndpoint:
                 return False
             raise
 
+    def sendmany(self, datagrams: Sequence[bytes], addr: tuple[str, int]) -> int:
+        """Send ``datagrams`` in order, runs of equal size as one GSO send each; return how
+        many the kernel did not take (buffer full: the caller paces)."""
+        failed = 0
+        i, n = 0, len(datagrams)
+        while i < n:
+            size = len(datagrams[i])
+            j = i + 1
+            if self.gso and size <= GSO_MAX_SEGMENT:
+                limit = min(n, i + GSO_MAX_SEGMENTS, i + GSO_MAX_BYTES // size)
+                while j < limit and len(datagrams[j]) == size:
+                    j += 1
+                if j < limit and len(datagrams[j]) < size:
+                    j += 1  # the last segment of a GSO send may be shorter
+            if j - i == 1:
+                failed += not self.sendto(datagrams[i], addr)
+            else:
+                failed += self._send_gso(datagrams[i:j], size, addr)
+            i = j
+        return failed
+
+    def _send_gso(self, run: Sequence[bytes], size: int, addr: tuple[str, int]) -> int:
+        try:
+            self.sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
+            return 0
+        except BlockingIOError:
+            return len(run)
+        except OSError as exc:
+            if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                return len(run)
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EIO):
+                log.info("UDP GSO unavailable (%s): one send per datagram from now on", exc)
+                self.gso = False
+                return sum(not self.sendto(d, addr) for d in run)
+            raise
+
     def _on_readable(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._flush()
+
+    def _drain(self) -> None:
         view, sock = self._view, self.sock
-        for _ in range(DRAIN_BUDGET):
+        for i in range(1, DRAIN_BUDGET + 1):
+            if i % FLUSH_EVERY == 0:
+                self._flush()
             try:
                 n, addr = sock.recvfrom_into(self._buf)
             except (BlockingIOError, InterruptedError):

@@ -1,7 +1,7 @@
 """The asyncio driver of the data plane: sans-IO machines on the server's UDP port.
 
 One :class:`TransferEndpoint` per server routes every transfer datagram by session id to
-its :class:`Sender` or :class:`Receiver`, feeds ``loop.time()``, sends what the machine
+its :class:`Sender` or :class:`Receiver`, feeds ``time.monotonic()``, sends what the machine
 wants sent after every input, and keeps exactly one ``call_at`` timer per session.  A
 HELLO for an unknown session asks the server (``on_hello``) whether to open a receiving
 session; anything else for an unknown session is dropped and counted.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +35,12 @@ log = logging.getLogger("jettui.transfer.driver")
 
 Machine = Sender | Receiver
 Address = tuple[str, int]
+
+#: The machines' clock.  Not ``loop.time()``: uvloop's is libuv's cached, millisecond
+#: ``uv_now``, which quantised one-way delays to whole milliseconds (the rate controller's
+#: queue signal on loopback is a few ms) and gave every datagram of a drain the same
+#: arrival time.  Same CLOCK_MONOTONIC base, so ``call_at`` deadlines stay comparable.
+clock = time.monotonic
 
 KEY_PACKET = 0xD2
 KEY_REQUEST = bytes([KEY_PACKET]) + b"JTK?"
@@ -79,17 +86,21 @@ class DriverSession:
             self._again = True  # an event handler fed the machine: go round once more
             return
         self._pumping = True
-        loop = self.endpoint.loop
         try:
             while True:
                 self._again = False
-                now = loop.time()
+                now = clock()
                 addr = self.machine.peer_addr
-                for datagram in self.machine.datagrams_to_send(now):
-                    if addr is not None:
-                        self.sent_datagrams += 1
-                        if not self.endpoint.udp.sendto(datagram, addr):
-                            self.send_failures += 1
+                datagrams = self.machine.datagrams_to_send(now)
+                if addr is not None and datagrams:
+                    self.sent_datagrams += len(datagrams)
+                    sendmany = self.endpoint.sendmany
+                    if sendmany is not None and len(datagrams) > 1:
+                        self.send_failures += sendmany(datagrams, addr)
+                    else:
+                        for datagram in datagrams:
+                            if not self.endpoint.udp.sendto(datagram, addr):
+                                self.send_failures += 1
                 while (event := self.machine.next_event()) is not None:
                     try:
                         self.on_event(self, event)
@@ -117,7 +128,7 @@ class DriverSession:
         self._timer_at = None
         if self.closed:
             return
-        self.machine.handle_timer(self.endpoint.loop.time())
+        self.machine.handle_timer(clock())
         self.pump()
 
     def close(self) -> None:
@@ -157,6 +168,16 @@ class TransferEndpoint:
         self.sessions: dict[int, DriverSession] = {}
         self.dropped_malformed = 0
         self.dropped_unknown_session = 0
+        # Sessions fed since the socket's last drained callback.  Pumping once per batch
+        # instead of once per datagram saves the datagrams_to_send / get_timer / call_at
+        # round per datagram; a socket without the callback gets a pump per datagram.
+        self._fed: dict[int, DriverSession] = {}
+        # A whole pacing batch in few syscalls (UDP GSO) where the socket offers it.
+        self.sendmany: Callable[[list[bytes], Address], int] | None = getattr(udp, "sendmany", None)
+        on_drained = getattr(udp, "on_drained", None)
+        self._batched = on_drained is not None
+        if on_drained is not None:
+            on_drained(self.flush)
         self._key_waiters: dict[bytes, asyncio.Future[tuple[bytes, str]]] = {}
         udp.register(MAGIC_VERSION, self.datagram)
         udp.register(KEY_PACKET, self.key_datagram)
@@ -192,8 +213,18 @@ class TransferEndpoint:
                 return
         # Handshake packets may be kept by the machine; data is consumed at once.
         payload: bytes | memoryview = bytes(data) if ptype in (PacketType.HELLO, PacketType.HELLO_REPLY) else data
-        session.machine.receive_datagram(payload, addr, self.loop.time())
-        session.pump()
+        session.machine.receive_datagram(payload, addr, clock())
+        if self._batched:
+            self._fed[session.session_id] = session
+        else:
+            session.pump()
+
+    def flush(self) -> None:
+        """Pump every session fed since the last flush (the socket calls this after a batch)."""
+        while self._fed:
+            fed, self._fed = self._fed, {}
+            for session in fed.values():
+                session.pump()
 
     def close_all(self) -> None:
         for session in list(self.sessions.values()):

@@ -135,7 +135,7 @@ class Sender(SessionBase):
             active=config.rate_control,
             queue_target=config.queue_target,
         )
-        self._pacer = Pacer(self._rate.rate, config.tick)
+        self._pacer = Pacer(self._rate.rate, config.tick, config.pacing_burst)
         self._app_limited = False
         self._last_ack: float | None = None
         self._last_echo = -math.inf

@@ -51,6 +51,8 @@ HASH_CHUNK = 1024 * 1024
 HASH_ATTEMPTS = 3
 #: Descriptors FileSource keeps open at once.
 MAX_OPEN_FILES = 64
+#: Bytes FileSource reads at once when blocks are read in order.
+READ_AHEAD = 1024 * 1024
 #: FileSource re-checks a file's size and mtime after this many bytes read from it.
 RECHECK_BYTES = 64 * 1024 * 1024
 
@@ -391,6 +393,11 @@ class FileSource:
         self._closed = False
         self.changed: SourceChanged | None = None
         self.bytes_read = 0
+        # Read-ahead for sequential reads: one pread per READ_AHEAD bytes instead of one per
+        # 1344-byte WAN block (the pread was ~7 % of a core at 100 Mbit/s, py-spy).  A read
+        # elsewhere (a resend) is a plain pread and leaves the window alone.
+        self._window: tuple[int, int, bytes] | None = None  # (file index, offset, data)
+        self._next: tuple[int, int] = (-1, -1)  # where a sequential read continues
 
     def read(self, file_index: int, offset: int, length: int) -> bytes:
         if not self._read:
@@ -405,7 +412,7 @@ class FileSource:
             self._fds.move_to_end(file_index)
         fd = slot[0]
         try:
-            data = os.pread(fd, length, offset)
+            data = self._read_ahead(file_index, fd, offset, length, entry.size)
             while len(data) < length:
                 more = os.pread(fd, length - len(data), offset + len(data))
                 if not more:
@@ -418,6 +425,20 @@ class FileSource:
         if slot[1] >= self._recheck or offset + length == entry.size:
             slot[1] = 0
             self._verify(file_index, fd)
+        return data
+
+    def _read_ahead(self, index: int, fd: int, offset: int, length: int, size: int) -> bytes:
+        win = self._window
+        if win is not None and win[0] == index and win[1] <= offset and offset + length <= win[1] + len(win[2]):
+            start = offset - win[1]
+            data = win[2][start : start + length]
+        elif (index, offset) == self._next and length < READ_AHEAD:
+            chunk = os.pread(fd, min(READ_AHEAD, size - offset), offset)
+            self._window = (index, offset, chunk)
+            data = chunk[:length]
+        else:
+            data = os.pread(fd, length, offset)
+        self._next = (index, offset + length)
         return data
 
     def _open(self, index: int) -> list[int]:

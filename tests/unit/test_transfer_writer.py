@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -814,3 +815,41 @@ def test_finish_files_batches_mixed_outcomes_in_order(fs: FileSystemView, dst: P
     assert not (dst / "in/bad").exists() and (dst / "in/d").is_dir()
     assert (dst / "in/exists").read_bytes() == b"keep" and leftovers(dst / "in") == set()
     w.close()
+
+
+def _wait_hashed(w: FileWriter, index: int, at_least: int) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with w._lock:
+            f = w._files[index]
+            if f.hashed >= at_least and not f.hash_queued:
+                return f.hashed
+        time.sleep(0.005)
+    return w._files[index].hashed
+
+
+def test_large_files_are_hashed_while_they_arrive(fs: FileSystemView, dst: Path) -> None:
+    """The hasher thread follows the contiguous prefix, out-of-order blocks included, and the
+    finish only hashes the tail: the file verifies, and a wrong block still fails it."""
+    from jettui.transfer.writer import HASH_AHEAD
+
+    data = os.urandom(HASH_AHEAD * 2 + 12345)
+    count = -(-len(data) // BS)
+    w = writer(fs, [entry("big", data), entry("bad", data)])
+    w.plan()
+    half = (HASH_AHEAD + BS) // BS
+    send(w, 0, data, list(range(half, 0, -1)))  # block 0 last: nothing contiguous until then
+    assert w._files[0].hashed == 0
+    send(w, 0, data, [0])
+    assert _wait_hashed(w, 0, HASH_AHEAD) >= HASH_AHEAD
+    send(w, 0, data, list(range(half + 1, count)))
+    bad = bytearray(data)
+    bad[HASH_AHEAD // 2] ^= 1  # inside the prefix the hasher reads
+    send(w, 1, bytes(bad))
+    assert _wait_hashed(w, 1, HASH_AHEAD) >= HASH_AHEAD
+    assert w.finish_file(0) == (True, "")
+    ok, message = w.finish_file(1)
+    w.close()
+    assert not ok and "SHA-256 differs" in message
+    assert (dst / "in" / "big").read_bytes() == data
+    assert not (dst / "in" / "bad").exists()
