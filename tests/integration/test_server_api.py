@@ -289,6 +289,5 @@ def test_wrong_types_unknown_method_server_side(api: APIInterface) -> None:
 
 
 def test_async_errors_keep_their_class(server: ServerThread) -> None:
-    with server.api() as api:
-        with pytest.raises(AuthenticationError, match="wrong user name or password"):
-            api.server.auth("alice", "wrong")
+    with server.api() as api, pytest.raises(AuthenticationError, match="wrong user name or password"):
+        api.server.auth("alice", "wrong")
