@@ -239,15 +239,12 @@ def _big_directory(tmp_path: Path, count: int) -> None:
                 assert api.server.duAsync  # the connection is still good
                 print(f"\nls of {count} entries: {elapsed:.1f} s")
             # Over the limit: refused with the limit named, before the memory is spent.
-            old = fsview.MAX_LS_ENTRIES
-            fsview.MAX_LS_ENTRIES = count - 1
-            try:
-                with st.api() as api:
-                    api.server.auth("op", "op-pw")
-                    with pytest.raises(CommandError, match=f"max_ls_entries={count - 1}"):
-                        api.server.getRequestResult(api.server.lsAsync("/big"))
-            finally:
-                fsview.MAX_LS_ENTRIES = old
+            assert st.server is not None
+            st.server.config.max_ls_entries = count - 1  # the --max-ls-entries option; new sessions see it
+            with st.api() as api:
+                api.server.auth("op", "op-pw")
+                with pytest.raises(CommandError, match=f"max_ls_entries={count - 1}"):
+                    api.server.getRequestResult(api.server.lsAsync("/big"))
     finally:
         if base != tmp_path:
             shutil.rmtree(base, ignore_errors=True)
