@@ -17,6 +17,7 @@ import pytest
 
 from jettui.api import APIInterface, connect
 from tests.helpers import ServerThread, running_server
+from tests.integration.test_transfers import wait
 
 
 def free_port() -> int:
@@ -69,13 +70,7 @@ class Daemon:
 
 
 def wait_status(api: APIInterface, tid: int, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        t = api.send.getTransfer(tid)
-        if t["status"] in ("complete", "error", "cancelled"):
-            return t
-        time.sleep(0.1)
-    raise AssertionError(f"transfer {tid} not finished: {t}")
+    return wait(api, tid, timeout)
 
 
 @pytest.fixture

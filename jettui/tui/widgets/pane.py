@@ -68,27 +68,20 @@ class RemotePane(Vertical):
         Binding("escape", "close_filter", "Clear quick filter", show=False),
     ]
 
-    class PathChanged(Message):
+    class _PaneMessage(Message):
+        def __init__(self, pane: RemotePane) -> None:
+            super().__init__()
+            self.pane = pane
+
+        @property
+        def control(self) -> RemotePane:
+            return self.pane
+
+    class PathChanged(_PaneMessage):
         """The pane now shows ``path`` of ``site_key`` (a listing arrived)."""
 
-        def __init__(self, pane: RemotePane) -> None:
-            super().__init__()
-            self.pane = pane
-
-        @property
-        def control(self) -> RemotePane:
-            return self.pane
-
-    class DetailsRequested(Message):
+    class DetailsRequested(_PaneMessage):
         """Enter on a file: the app opens the details dialog (as F3 does)."""
-
-        def __init__(self, pane: RemotePane) -> None:
-            super().__init__()
-            self.pane = pane
-
-        @property
-        def control(self) -> RemotePane:
-            return self.pane
 
     site_key: var[str | None] = var(None, init=False)
     """The backend connection this pane lists; None before the first connect."""
