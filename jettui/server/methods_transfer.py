@@ -99,7 +99,7 @@ async def getDestination(call: Call, destinationId: str | dict[str, Any]) -> dic
 @method("send.getDestinations", permission=P.TRANSFER)
 async def getDestinations(call: Call) -> list[dict[str, Any]]:
     p, sending = call.session.require_auth(), call.server.sending
-    return [sending.public_destination(d) for d in sending.destinations.values() if sending._may_see(p, d)]
+    return [sending.public_destination(d) for d in sending.visible_destinations(p)]
 
 
 @method("send.deleteDestination", permission=P.TRANSFER)
@@ -117,7 +117,7 @@ async def getConnection(call: Call, connectionId: str | dict[str, Any]) -> dict[
 @method("send.getConnections", permission=P.TRANSFER)
 async def getConnections(call: Call) -> list[dict[str, Any]]:
     p, sending = call.session.require_auth(), call.server.sending
-    return [sending.connection(d) for d in sending.destinations.values() if sending._may_see(p, d)]
+    return [sending.connection(d) for d in sending.visible_destinations(p)]
 
 
 # -- manifests -----------------------------------------------------------------------------------------

@@ -125,7 +125,9 @@ class SendManager:
         self.state = server.state
         self.static_key = static_key
         self.max_active = max_active
-        self.destinations: dict[str, dict[str, Any]] = {}
+        #: Keyed by (owner, token session or "", destinationId): the id is "address:port", and
+        #: each user (and each token session, which sees only its own objects) has their own.
+        self.destinations: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.manifests: dict[str, dict[str, Any]] = {}
         self.transfers: dict[int, dict[str, Any]] = {}
         self.running: dict[int, Running] = {}
@@ -139,8 +141,8 @@ class SendManager:
 
     # -- persistence ---------------------------------------------------------------------------------
     def _load(self) -> None:
-        for row in self.state.query("SELECT destination_id, data FROM destinations"):
-            self.destinations[row["destination_id"]] = json.loads(row["data"])
+        for row in self.state.query("SELECT owner, token_session, destination_id, data FROM destinations"):
+            self.destinations[(row["owner"], row["token_session"], row["destination_id"])] = json.loads(row["data"])
         for row in self.state.query("SELECT manifest_id, data FROM manifests"):
             record = json.loads(row["data"])
             if record["status"] == MANIFEST_STATUS_PENDING:  # interrupted while building
@@ -155,8 +157,8 @@ class SendManager:
 
     def _save_destination(self, d: dict[str, Any]) -> None:
         self.state.execute(
-            "INSERT OR REPLACE INTO destinations(destination_id, owner, data) VALUES(?, ?, ?)",
-            (d["destinationId"], d["owner"], json.dumps(d)),
+            "INSERT OR REPLACE INTO destinations(destination_id, owner, token_session, data) VALUES(?, ?, ?, ?)",
+            (d["destinationId"], d["owner"], d["ownerTokenSession"] or "", json.dumps(d)),
         )
 
     def _save_manifest(self, m: dict[str, Any], entries: list[FileEntry] | None = None) -> None:
@@ -256,15 +258,13 @@ class SendManager:
             raise CommandError(f"minCipher must be one of {sorted(CIPHER_NAMES)} (MIN_CIPHER_*)")
         if params.get("sendRateMax") is not None and params["sendRateMax"] <= 0:
             raise CommandError("sendRateMax must be positive (kbit/s)")
-        existing = self.destinations.get(destination_id)
+        key = (p.user_name, p.token_session or "", destination_id)
+        existing = self.destinations.get(key)
         settings = {k: params.get(k) for k in ("userName", "password", "token", "sendRateMax", "minCipher")}
         if existing is not None:
-            if existing["owner"] != p.user_name and not p.wrangler:
-                raise CommandError(f"destination {destination_id} exists and belongs to another user")
             if existing["_settings"] == settings:
                 return self.public_destination(existing)  # idempotent for identical parameters
-            if any(t["destinationId"] == destination_id and t["status"] not in TRANSFER_END_STATUSES
-                   for t in self.transfers.values()):  # fmt: skip
+            if self._busy(existing):
                 raise CommandError(f"destination {destination_id} has transfers in progress: delete them first")
         record = {
             "destinationId": destination_id,
@@ -291,7 +291,7 @@ class SendManager:
             "userData": {},
             "_settings": settings,
         }
-        self.destinations[destination_id] = record
+        self.destinations[key] = record
         self._save_destination(record)
         self.server.events.emit(
             "destinationCreated",
@@ -302,23 +302,50 @@ class SendManager:
         )
         return self.public_destination(record)
 
+    def _uses(self, d: dict[str, Any]) -> list[dict[str, Any]]:
+        """The transfers ordered to destination ``d`` (by its owner)."""
+        return [
+            t
+            for t in self.transfers.values()
+            if t["destinationId"] == d["destinationId"] and self.destination_of(t) is d
+        ]
+
+    def _busy(self, d: dict[str, Any]) -> bool:
+        return any(t["status"] not in TRANSFER_END_STATUSES for t in self._uses(d))
+
+    def destination_of(self, t: dict[str, Any]) -> dict[str, Any] | None:
+        owner = t.get("destinationOwner", t["owner"])
+        session = t.get("destinationTokenSession", t.get("ownerTokenSession")) or ""
+        return self.destinations.get((owner, session, t["destinationId"]))
+
     def public_destination(self, d: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in d.items() if not k.startswith("_")}
-        out["numTransfersQueued"] = sum(
-            1 for t in self.transfers.values() if t["destinationId"] == d["destinationId"] and t["status"] == "pending"
-        )
+        out["numTransfersQueued"] = sum(1 for t in self._uses(d) if t["status"] == "pending")
         return out
 
+    def visible_destinations(self, p: Principal) -> list[dict[str, Any]]:
+        return [d for d in self.destinations.values() if self._may_see(p, d)]
+
     def get_destination(self, p: Principal, destination_id: str) -> dict[str, Any]:
-        return self._find(self.destinations, destination_id, "destination", p)
+        own = self.destinations.get((p.user_name, p.token_session or "", destination_id))
+        if own is not None:
+            return own
+        # A user sees what their token sessions made; wranglers reach every user's objects.
+        for (_, _, did), d in self.destinations.items():
+            if did == destination_id and self._may_see(p, d):
+                return d
+        raise CommandError(f"destination {destination_id} not found")
 
     def delete_destination(self, p: Principal, destination_id: str) -> None:
         d = self.get_destination(p, destination_id)
-        if any(t["destinationId"] == destination_id and t["status"] not in TRANSFER_END_STATUSES
-               for t in self.transfers.values()):  # fmt: skip
+        if self._busy(d):
             raise CommandError(f"destination {destination_id} has transfers in progress: cancel them first")
-        del self.destinations[destination_id]
-        self.state.execute("DELETE FROM destinations WHERE destination_id = ?", (destination_id,))
+        session = d["ownerTokenSession"] or ""
+        del self.destinations[(d["owner"], session, destination_id)]
+        self.state.execute(
+            "DELETE FROM destinations WHERE owner = ? AND token_session = ? AND destination_id = ?",
+            (d["owner"], session, destination_id),
+        )
         self.server.events.emit(
             "destinationDeleted",
             owner=d["owner"],
@@ -452,6 +479,8 @@ class SendManager:
         record = {
             "transferId": transfer_id,
             "destinationId": d["destinationId"],
+            "destinationOwner": d["owner"],
+            "destinationTokenSession": d["ownerTokenSession"],
             "manifestId": m["manifestId"],
             "destinationPath": params.get("destinationPath"),
             "overwrite": params["overwrite"],
@@ -607,15 +636,15 @@ class SendManager:
         if key in self.manifests and self._may_see(p, self.manifests[key]):
             m = self.manifests[key]
             return m, lambda: self._save_manifest(m)
-        if key in self.destinations and self._may_see(p, self.destinations[key]):
-            d = self.destinations[key]
+        with contextlib.suppress(CommandError):
+            d = self.get_destination(p, key)
             return d, lambda: self._save_destination(d)
         raise CommandError(f"no destination, manifest or transfer {object_id!r}")
 
     # -- connections -------------------------------------------------------------------------------------------
     def connection(self, d: dict[str, Any]) -> dict[str, Any]:
         active = [r for r in self.running.values()
-                  if self.transfers[r.transfer_id]["destinationId"] == d["destinationId"] and r.session]  # fmt: skip
+                  if self.destination_of(self.transfers[r.transfer_id]) is d and r.session]  # fmt: skip
         rtt = None
         for r in active:
             assert r.session is not None
@@ -663,7 +692,7 @@ class SendManager:
     def _rate_limit(self, t: dict[str, Any]) -> float:
         """This transfer's ceiling in bits/s: its destination's sendRateMax and a share of the server limit."""
         limits = [10e9]
-        d = self.destinations.get(t["destinationId"], {})
+        d = self.destination_of(t) or {}
         if d.get("sendRateMax"):
             limits.append(float(d["sendRateMax"]) * 1000)
         bw = self.server.bandwidth_limits()
@@ -727,7 +756,7 @@ class SendManager:
 
     async def _run_session(self, t: dict[str, Any], run: Running) -> None:
         tid = t["transferId"]
-        d = self.destinations.get(t["destinationId"])
+        d = self.destination_of(t)
         m = self.manifests.get(t["manifestId"])
         if d is None or m is None:
             raise CommandError("its destination or manifest was deleted")
@@ -836,7 +865,7 @@ class SendManager:
         self._set_status(t, TRANSFER_STATUS_PENDING, t["errorMessage"])
 
     def _on_event(self, t: dict[str, Any], run: Running, event: object) -> None:
-        d = self.destinations.get(t["destinationId"], {})
+        d = self.destination_of(t) or {}
         if isinstance(event, FileVerified):
             if event.skipped:
                 t["filesSkipped"] += 1

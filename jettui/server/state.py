@@ -104,6 +104,21 @@ MIGRATIONS: list[str] = [
         data TEXT NOT NULL
     );
     """,
+    # 4: destinations belong to their owner (and token session): two users may each name the
+    # same address:port
+    """
+    CREATE TABLE destinations_by_owner (
+        owner TEXT NOT NULL,
+        token_session TEXT NOT NULL DEFAULT '',
+        destination_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (owner, token_session, destination_id)
+    );
+    INSERT INTO destinations_by_owner(owner, destination_id, data)
+        SELECT owner, destination_id, data FROM destinations;
+    DROP TABLE destinations;
+    ALTER TABLE destinations_by_owner RENAME TO destinations;
+    """,
 ]
 
 

@@ -2,9 +2,9 @@
 server (login as a user, a sandboxed user or a token; mkdir, mkFile, mv, rm; token create,
 use and delete; sandbox mapping changes, which apply to new sessions only) and checks after
 every step that the listings equal an in-memory model, that nothing exists outside the
-roots, and that every failure is a CommandError the model predicted.
-
-Transfers (each overwrite mode, no part-file left behind) are to be added as rules here.
+roots, and that every failure is a CommandError the model predicted.  Transfers (the
+server to itself, each overwrite mode) are rules too: the on-disk invariant then also proves
+that no part-file or sidecar is left behind by a completed transfer.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from jettui.api import APIInterface, CommandError
-from jettui.constants import LS_TYPE_REGULAR
+from jettui.constants import (
+    BACKUP_SUFFIX,
+    LS_TYPE_REGULAR,
+    OVERWRITE_ALWAYS,
+    OVERWRITE_IN_PLACE_SAME_SIZE,
+    OVERWRITE_NEVER,
+    OVERWRITE_VERSIONED,
+)
 from tests.helpers import ServerThread, running_server
 
 NAMES = st.sampled_from(["a", "b", "c"])
@@ -77,6 +85,22 @@ class Tree:
         self.files = {moved(f): s for f, s in self.files.items()}
         self.dirs = {moved(d) for d in self.dirs}
         return True
+
+    def receive(self, p: str, size: int, mode: int) -> None:
+        """A file of ``size`` bytes transferred to ``p`` with overwrite ``mode``."""
+        parts = p.split("/")
+        if any("/".join(parts[:i]) in self.files for i in range(1, len(parts))):
+            return  # a file where a directory should be: the receiver skips the file
+        self.dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        old = self.files.get(p)
+        if old is None or mode == OVERWRITE_ALWAYS:
+            self.files[p] = size
+        elif mode == OVERWRITE_VERSIONED:
+            self.files[p + BACKUP_SUFFIX] = old
+            self.files[p] = size
+        elif mode == OVERWRITE_IN_PLACE_SAME_SIZE and old in (0, size):
+            self.files[p] = size
+        # OVERWRITE_NEVER, or IN_PLACE_SAME_SIZE with another size: the old file stays.
 
     def sub(self, prefix: str) -> Tree:
         """The view of a token confined to ``prefix`` (a live slice, rebuilt on demand)."""
@@ -246,6 +270,39 @@ class ControlPlaneModel(RuleBasedStateMachine):
     def hostile(self, path: str, method: str) -> None:
         self._do(False, method, path)
 
+    @precondition(lambda self: self.view[0] != "" and self.view[1] is None)
+    @rule(
+        data=st.data(),
+        mode=st.sampled_from([OVERWRITE_ALWAYS, OVERWRITE_NEVER, OVERWRITE_VERSIONED, OVERWRITE_IN_PLACE_SAME_SIZE]),
+    )
+    def transfer_to_self(self, data: st.DataObject, mode: int) -> None:
+        """Send a file of the session's root to the same server, as the same user: the receiver
+        logs in anew, so a changed sandy mapping applies to where the file lands."""
+        assert self.api is not None
+        src_key = self.view[0]
+        source = self.trees[src_key]
+        if not source.files:
+            return
+        a = data.draw(st.sampled_from(sorted(source.files)), label="source")
+        b = data.draw(PATHS, label="target")
+        user = "alice" if src_key == "alice" else "sandy"
+        dst_key = "alice" if user == "alice" else self.sandy_mapping
+        if b in self.trees[dst_key].dirs:
+            return  # a directory at the target: not a case of the overwrite modes
+        server = self.world.server.server
+        assert server is not None
+        dest = self.api.send.createDestination("127.0.0.1", server.recv_port, userName=user, password=f"{user}-pw")
+        manifest = self.api.send.waitForManifest(self.api.send.createManifest({"/" + b: "/" + a}), timeoutSeconds=30)
+        assert manifest["status"] == "complete", manifest
+        tid = self.api.send.createTransfer(dest, manifest, overwrite=mode)["transferId"]
+        deadline = time.monotonic() + 60
+        while (t := self.api.send.getTransfer(tid))["status"] not in ("complete", "error", "cancelled"):
+            assert time.monotonic() < deadline, t
+            time.sleep(0.02)
+        assert t["status"] == "complete", t
+        self.trees[dst_key].receive(b, source.files[a], mode)
+        STEPS["transfers"] = STEPS.get("transfers", 0) + 1
+
     @rule()
     def anonymous_is_refused(self) -> None:
         with self.world.server.api() as api, pytest.raises(CommandError, match="authentication required"):
@@ -321,7 +378,10 @@ def _run(world: World, examples: int, steps: int) -> None:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     test("runTest").runTest()
-    print(f"\nstateful model: {STEPS['checked']} states checked, {STEPS['count']} file operations")
+    print(
+        f"\nstateful model: {STEPS['checked']} states checked, {STEPS['count']} file operations, "
+        f"{STEPS.get('transfers', 0)} transfers"
+    )
     assert STEPS["checked"] >= examples
 
 

@@ -294,3 +294,17 @@ def test_transfers_survive_sender_restart(tmp_path: Path) -> None:
             assert done["status"] == "complete", done
             assert done["blocksSent"] < done["totalBlocks"]  # only what was missing was sent again
     assert (dst / "r.bin").read_bytes() == data
+
+
+def test_two_users_each_name_the_same_destination(pair) -> None:
+    a, b, src, dst = pair
+    a.add_user("tx2", "tx2-pw")
+    with sender_api(a) as one, a.api() as two:
+        two.server.auth("tx2", "tx2-pw")
+        d1 = destination(one, b)
+        d2 = two.send.createDestination("127.0.0.1", b.server.recv_port, userName="rx", password="rx-pw", sendRateMax=1)
+        assert d1["destinationId"] == d2["destinationId"] and d1["owner"] == "tx" and d2["owner"] == "tx2"
+        assert one.send.getDestination(d1["destinationId"])["sendRateMax"] is None
+        assert [d["owner"] for d in two.send.getDestinations()] == ["tx2"]
+        two.send.deleteDestination(d2)
+        assert one.send.getDestination(d1)["owner"] == "tx"
