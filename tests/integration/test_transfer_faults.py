@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from jettui.api import APIInterface, connect
+from jettui.constants import OVERWRITE_VERSIONED
+from jettui.transfer.faults import FAULT_POINTS
 from tests.helpers import ServerThread, running_server
 from tests.integration.test_transfers import wait
 
@@ -31,6 +33,7 @@ class Daemon:
 
     def __init__(self, state: Path, user: str, *extra: str, wrap: list[str] | None = None) -> None:
         self.state, self.user, self.extra, self.wrap = state, user, extra, wrap or []
+        self.env: dict[str, str] = {}
         env = {**os.environ, "JETTUI_PASSWORD": f"{user}-pw"}
         subprocess.run([sys.executable, "-m", "jettui", "user", "add", user, "--persistent-state-dir", str(state)],
                        env=env, check=True, capture_output=True, timeout=60)  # fmt: skip
@@ -41,7 +44,13 @@ class Daemon:
         self.recv_port = recv_port or free_port()
         cmd = [sys.executable, "-m", "jettui", "server", "--api-port", str(self.api_port), "--recv-host", "127.0.0.1",
                "--recv-port", str(self.recv_port), "--persistent-state-dir", str(self.state), *self.extra]  # fmt: skip
-        self.proc = subprocess.Popen([*self.wrap, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [*self.wrap, *cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.env},
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         match = re.search(r"SHA-256 ([0-9a-f]{64})", line)
@@ -185,3 +194,51 @@ def test_receiver_disk_full_is_a_clear_error_and_the_server_stays_up(tmp_path: P
         assert "too-big.bin" not in names  # nothing truncated under the final name; the part-file waits for resume
     finally:
         receiver.stop()
+
+
+LEFTOVERS = (".jetpart", ".jetpart.ckpt", ".jetpart.ckpt.tmp", ".jetbak")
+
+
+@pytest.mark.parametrize(
+    "point",
+    [pytest.param(p, marks=[] if p == "before-rename" else [pytest.mark.slow]) for p in FAULT_POINTS],
+)
+def test_receiver_killed_at_each_fault_point(tmp_path: Path, point: str) -> None:
+    """The receiving server dies (SIGKILL) at a named point of the writer; after a restart the
+    transfer resumes: the final name holds the complete old or the complete new file, never a
+    mix, and only recognisable leftovers remain."""
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    old = os.urandom(3_000_000)
+    (dst / "f.bin").write_bytes(old)
+    new = os.urandom(3_000_000)
+    (tmp_path / "f.bin").write_bytes(new)
+    receiver = Daemon(tmp_path / "rx-state", "rx", "--sandbox-dir", str(dst))
+    receiver.env = {"JETTUI_FAULT": point}
+    receiver.start()
+    try:
+        with running_server() as tx:
+            tx.add_user("tx", "tx-pw")
+            with tx.api() as api:
+                api.server.auth("tx", "tx-pw")
+                # ~1.2 s of data at 20 Mbit/s: long enough for checkpoints every 0.2 s to happen.
+                dest = api.send.createDestination("127.0.0.1", receiver.recv_port, userName="rx", password="rx-pw",
+                                                  sendRateMax=20_000)  # fmt: skip
+                manifest = api.send.waitForManifest(api.send.createManifest({"/f.bin": str(tmp_path / "f.bin")}))
+                tid = api.send.createTransfer(dest, manifest, overwrite=OVERWRITE_VERSIONED,
+                                              checkpointFrequencySeconds=0.2)["transferId"]  # fmt: skip
+                assert receiver.proc is not None
+                receiver.proc.wait(timeout=60)  # killed by its fault point
+                assert receiver.proc.returncode == -signal.SIGKILL
+                receiver.proc.communicate()
+                assert (dst / "f.bin").read_bytes() in (old, new)  # whole old or whole new
+                for p in dst.iterdir():
+                    assert p.name == "f.bin" or p.name.startswith("f.bin") and p.name[5:] in LEFTOVERS, p.name
+                receiver.env = {}
+                receiver.start(recv_port=receiver.recv_port)
+                done = wait_status(api, tid, timeout=120)
+        assert done["status"] == "complete", done
+    finally:
+        receiver.stop()
+    assert (dst / "f.bin").read_bytes() == new
+    assert sorted(p.name for p in dst.iterdir()) in (["f.bin"], ["f.bin", "f.bin.jetbak"])
