@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,13 @@ class ServerThread:
         assert self.server is not None
         kwargs.setdefault("fingerprint", self.server.fingerprint)
         return JetStream().api("127.0.0.1", self.port, **kwargs)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for servers started as separate processes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def make_config(**overrides: Any) -> ServerConfig:

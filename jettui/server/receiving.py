@@ -30,6 +30,7 @@ from jettui.constants import (
     Permissions,
 )
 from jettui.errors import CommandError, JettuiError
+from jettui.server.core import now_us
 from jettui.server.fsview import FileSystemView
 from jettui.transfer import (
     FileReceived,
@@ -91,10 +92,6 @@ class Reception:
     finish_queue: list[int] = field(default_factory=list)
     """Received files waiting for verification; one task finishes them in batches."""
     finishing: bool = False
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class RecvManager:

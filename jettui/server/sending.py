@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import time
@@ -49,6 +48,7 @@ from jettui.constants import (
     TRANSFER_STATUS_SUSPENDED,
 )
 from jettui.errors import CommandError
+from jettui.server.core import _is_loopback, now_us
 from jettui.server.fsview import FileSystemView
 from jettui.server.udp import UdpEndpoint
 from jettui.transfer import (
@@ -82,17 +82,6 @@ SESSION_IDLE_TIMEOUT = 20.0
 RETRYABLE = ("no packet from the peer", "handshake failed after")
 MAX_RETRIES = 100
 MAX_RETRY_DELAY = 30.0
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
 
 
 def object_id(value: object, key: str) -> Any:
@@ -838,18 +827,16 @@ class SendManager:
         if status == TRANSFER_STATUS_ERROR and run.source.changed is not None and t["restarts"] < MAX_SOURCE_RESTARTS:
             await self._restart_changed(t, m, run)
             return
-        if status != TRANSFER_STATUS_COMPLETE and checkpoint is not None or not sender.is_finished:
-            self._save_transfer(t, sender.checkpoint())
+        if status != TRANSFER_STATUS_COMPLETE:
+            self._save_transfer(t, sender.checkpoint())  # where a retry, resume or restart picks up
+        d["encryptedConnectionState"] = "disconnected"
         if status == TRANSFER_STATUS_ERROR and message.startswith(RETRYABLE) and t["retries"] < MAX_RETRIES:
-            self._save_transfer(t, sender.checkpoint())
             t["retries"] += 1
             delay = min(2.0 ** (t["retries"] - 1), MAX_RETRY_DELAY)
             t["retryAt"] = now_us() + int(delay * 1e6)
-            d["encryptedConnectionState"] = "disconnected"
             note = f"connection lost ({message}); retry {t['retries']} in {delay:g} s"
             self._set_status(t, TRANSFER_STATUS_PENDING, note)
             return
-        d["encryptedConnectionState"] = "disconnected"
         d["lastSendTime"] = self._time()
         self._set_status(t, status, message)
 

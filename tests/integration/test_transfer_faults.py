@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,8 @@ import pytest
 from jettui.api import APIInterface, connect
 from jettui.constants import OVERWRITE_VERSIONED
 from jettui.transfer.faults import FAULT_POINTS
-from tests.helpers import ServerThread, running_server
+from tests.helpers import ServerThread, free_port, running_server
 from tests.integration.test_transfers import wait
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Daemon:
