@@ -13,6 +13,7 @@ import math
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from jettui.errors import CommandError
@@ -31,42 +32,79 @@ def _type_name(tp: Any) -> str:
 
 def check_value(value: Any, tp: Any) -> bool:
     """True when ``value`` fits the annotation ``tp`` (a small, strict subset of typing)."""
-    if tp is Any or tp is object:
-        return True
-    if tp is type(None) or tp is None:
-        return value is None
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(check_value(value, arg) for arg in typing.get_args(tp))
-    if origin is typing.Literal:
-        return value in typing.get_args(tp)
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            return False
-        args = typing.get_args(tp)
-        return not args or all(check_value(v, args[0]) for v in value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            return False
-        args = typing.get_args(tp)
-        return not args or all(check_value(k, args[0]) and check_value(v, args[1]) for k, v in value.items())
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        # Signed 64 bits: what SQLite, the C calls behind os.* and the seed's types hold.
-        return isinstance(value, int) and not isinstance(value, bool) and INT_MIN <= value <= INT_MAX
-    if tp is float:
-        if isinstance(value, float):
-            return math.isfinite(value)  # NaN and infinities break every comparison and conversion
-        return isinstance(value, int) and not isinstance(value, bool) and INT_MIN <= value <= INT_MAX
-    if isinstance(tp, type):
-        return isinstance(value, tp)
-    return True
+    return _checker(tp)(value)
+
+
+def _is_int(value: Any) -> bool:
+    # Signed 64 bits: what SQLite, the C calls behind os.* and the seed's types hold.
+    return isinstance(value, int) and not isinstance(value, bool) and INT_MIN <= value <= INT_MAX
+
+
+def _is_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)  # NaN and infinities break every comparison and conversion
+    return _is_int(value)
 
 
 @functools.cache
-def _hints(func: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]:
-    return inspect.signature(func), typing.get_type_hints(func)
+def _checker(tp: Any) -> Callable[[Any], bool]:
+    """Compile an annotation into a predicate once; calls then cost one or two tests."""
+    if tp is Any or tp is object:
+        return lambda value: True
+    if tp is type(None) or tp is None:
+        return lambda value: value is None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = tuple(_checker(arg) for arg in args)
+        return lambda value: any(check(value) for check in options)
+    if origin is typing.Literal:
+        return lambda value: value in args
+    if origin in (list, tuple):
+        item = _checker(args[0]) if args else None
+        return lambda value: isinstance(value, list | tuple) and (item is None or all(item(v) for v in value))
+    if origin is dict:
+        if not args:
+            return lambda value: isinstance(value, dict)
+        key, val = _checker(args[0]), _checker(args[1])
+        return lambda value: isinstance(value, dict) and all(key(k) and val(v) for k, v in value.items())
+    if tp is bool:
+        return lambda value: isinstance(value, bool)
+    if tp is int:
+        return _is_int
+    if tp is float:
+        return _is_float
+    if isinstance(tp, type):
+        return lambda value: isinstance(value, tp)
+    return lambda value: True
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    name: str
+    required: bool
+    default: Any
+    check: Callable[[Any], bool]
+    type_name: str
+
+
+@functools.cache
+def _params(func: Callable[..., Any], skip: int) -> tuple[tuple[_Param, ...], frozenset[str], str]:
+    """The API parameters of ``func`` (after ``skip`` leading ones), their names, and the
+    list a person reads when a name is wrong."""
+    signature = inspect.signature(func)
+    hints = typing.get_type_hints(func)
+    params = tuple(
+        _Param(
+            p.name,
+            p.default is inspect.Parameter.empty,
+            p.default,
+            _checker(hints.get(p.name, Any)),
+            _type_name(hints.get(p.name, Any)),
+        )
+        for p in list(signature.parameters.values())[skip:]
+    )
+    return params, frozenset(p.name for p in params), ", ".join(p.name for p in params) or "no parameters"
 
 
 def bind_arguments(func: Callable[..., Any], method: str, params: dict[str, Any], skip: int = 0) -> dict[str, Any]:
@@ -74,24 +112,20 @@ def bind_arguments(func: Callable[..., Any], method: str, params: dict[str, Any]
 
     ``skip`` leading parameters (self, a call context) are not part of the API.
     """
-    signature, hints = _hints(func)
-    api_params = list(signature.parameters.values())[skip:]
-    names = {p.name for p in api_params}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        accepted = ", ".join(p.name for p in api_params) or "no parameters"
+    api_params, names, accepted = _params(func, skip)
+    if not names.issuperset(params):
+        unknown = sorted(set(params) - names)
         raise CommandError(f"{method}: unknown parameter {unknown[0]!r} (accepted: {accepted})")
     bound: dict[str, Any] = {}
     for p in api_params:
         if p.name in params:
             value = params[p.name]
-        elif p.default is inspect.Parameter.empty:
+            if not p.check(value):
+                raise CommandError(f"{method}: parameter {p.name!r} must be {p.type_name}, not {type(value).__name__}")
+        elif p.required:
             raise CommandError(f"{method}: missing required parameter {p.name!r}")
         else:
             value = p.default
-        tp = hints.get(p.name, Any)
-        if p.name in params and not check_value(value, tp):
-            raise CommandError(f"{method}: parameter {p.name!r} must be {_type_name(tp)}, not {type(value).__name__}")
         bound[p.name] = value
     return bound
 
@@ -100,8 +134,7 @@ def positional_to_keywords(
     func: Callable[..., Any], method: str, args: tuple[Any, ...], kwargs: dict[str, Any], skip: int = 1
 ) -> dict[str, Any]:
     """Turn a client call's positional arguments into the keyword map sent on the wire."""
-    signature, _ = _hints(func)
-    api_params = list(signature.parameters.values())[skip:]
+    api_params = _params(func, skip)[0]
     if len(args) > len(api_params):
         raise CommandError(f"{method}: takes {len(api_params)} arguments but {len(args)} were given")
     params = dict(kwargs)

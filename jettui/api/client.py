@@ -44,13 +44,28 @@ class ClientState(enum.Enum):
     CLOSED = "closed"
 
 
-def _client_ssl_context() -> ssl.SSLContext:
+def client_ssl_context() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     # Identity is the pinned certificate fingerprint, not a CA chain; this order is required.
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     return ctx
+
+
+def check_identity(
+    endpoint: str, der: bytes | None, expected: str | None, trust: TrustStore | None
+) -> tuple[str, bool]:
+    """Check the certificate a server presented; return its fingerprint and whether this was
+    the first contact.  Called after the handshake, before any application data is sent."""
+    if not der:
+        raise ConnectionLost(f"{endpoint} presented no certificate")
+    fingerprint = hashlib.sha256(der).hexdigest()
+    if expected is not None:
+        if fingerprint != expected.lower():
+            raise TrustError(f"{endpoint} presented certificate {fingerprint}, expected {expected}")
+        return fingerprint, False
+    return fingerprint, trust.check(endpoint, fingerprint) if trust is not None else False
 
 
 class AsyncClient:
@@ -96,24 +111,14 @@ class AsyncClient:
         with map_exceptions(f"connecting to {self.endpoint}"):
             async with asyncio.timeout(self.timeout):
                 reader, writer = await asyncio.open_connection(
-                    self.host, self.port, ssl=_client_ssl_context(), limit=1024 * 1024
+                    self.host, self.port, ssl=client_ssl_context(), limit=1024 * 1024
                 )
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        if not der:
-            writer.close()
-            raise ConnectionLost(f"{self.endpoint} presented no certificate")
-        self.fingerprint = hashlib.sha256(der).hexdigest()
-        # The pin is checked after the handshake and before any application data is sent.
         try:
-            if self.expected_fingerprint is not None:
-                if self.fingerprint != self.expected_fingerprint.lower():
-                    raise TrustError(
-                        f"{self.endpoint} presented certificate {self.fingerprint}, "
-                        f"expected {self.expected_fingerprint}"
-                    )
-            elif self.trust is not None:
-                self.first_contact = self.trust.check(self.endpoint, self.fingerprint)
+            self.fingerprint, self.first_contact = check_identity(
+                self.endpoint, der, self.expected_fingerprint, self.trust
+            )
         except JettuiError:
             writer.close()
             with contextlib.suppress(Exception):

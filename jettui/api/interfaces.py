@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from jettui.api.client import DEFAULT
 from jettui.constants import OVERWRITE_ALWAYS, SYMLINKS_FOLLOW, TRANSFER_FLAG_READ_WRITE
 from jettui.validate import positional_to_keywords
-
-if TYPE_CHECKING:
-    from jettui.api.connect import AsyncAPIInterface
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 Timeout = Callable[["_Interface", dict[str, Any]], float | None]
@@ -52,8 +49,17 @@ def _sleep_timeout(iface: _Interface, params: dict[str, Any]) -> float | None:
     return None if base is None else base + float(params.get("milliseconds", 0)) / 1000
 
 
+class Connection(Protocol):
+    """What an interface needs of its API object: the asyncio one or the synchronous one."""
+
+    timeout: float | None
+
+    @property
+    def client(self) -> Any: ...
+
+
 class _Interface:
-    def __init__(self, api: AsyncAPIInterface) -> None:
+    def __init__(self, api: Connection) -> None:
         self._api = api
 
 

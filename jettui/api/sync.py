@@ -1,97 +1,83 @@
-"""The synchronous facade for scripts: the async core run on a private event-loop thread.
+"""The synchronous facade for scripts: the async interface coroutines, run on the caller's thread.
 
 The sync interface classes are generated from the async ones, method by method, so each
-API method exists once.  All sync API objects of a process share one daemon loop thread.
+API method exists once.  Their connection is a :class:`~jettui.api.blocking.BlockingClient`,
+whose ``call`` completes without suspending, so each coroutine runs to its end in a single
+step on the calling thread: no event loop, no thread hop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from jettui.api.blocking import BlockingClient
 from jettui.api.connect import AsyncAPIInterface
 from jettui.api.interfaces import AsyncRecvInterface, AsyncSendInterface, AsyncServerInterface
 from jettui.api.trust import TrustStore
 from jettui.constants import DEFAULT_API_PORT, DEFAULT_SERVER_ADDRESS, DEFAULT_TIMEOUT_SECONDS
-from jettui.loop import new_event_loop
+from jettui.errors import ConnectionLost
 
 T = TypeVar("T")
 log = logging.getLogger("jettui.api")
 
 
-class Portal:
-    """Runs coroutines on a background event loop and waits for them."""
-
-    def __init__(self) -> None:
-        self.loop = new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="jettui-api-loop", daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise RuntimeError("a synchronous API method was called from the API's own loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-
-_portal: Portal | None = None
-_portal_lock = threading.Lock()
-
-
-def portal() -> Portal:
-    global _portal
-    with _portal_lock:
-        if _portal is None:
-            _portal = Portal()
-        return _portal
+def run_inline(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that does not suspend (its I/O blocks) and return its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("an API coroutine suspended on the blocking client")
 
 
 class _SyncInterface:
-    _async_attr = ""
+    _async_class: type = object
 
     def __init__(
         self,
         api_interface: APIInterface,
-        sync_interface: Portal | None = None,
+        sync_interface: object | None = None,
         logging_interface: logging.Logger | None = None,
     ) -> None:
+        """``sync_interface`` is accepted for the seed's signature and not needed here."""
         self._api_interface = api_interface
-        self._portal = sync_interface or portal()
+        self._async = self._async_class(api_interface)
         self._log = logging_interface or log
-
-    @property
-    def _async(self) -> Any:
-        return getattr(self._api_interface.async_api, self._async_attr)
 
 
 def _sync_method(name: str, async_func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     @functools.wraps(async_func)
     def method(self: _SyncInterface, *args: Any, **kwargs: Any) -> Any:
-        return self._portal.run(getattr(self._async, name)(*args, **kwargs))
+        return run_inline(getattr(self._async, name)(*args, **kwargs))
 
     return method
 
 
-def _make_sync(async_cls: type, name: str, attr: str) -> type:
-    namespace: dict[str, Any] = {"__doc__": async_cls.__doc__, "_async_attr": attr, "__module__": __name__}
+def _make_sync(async_cls: type, name: str) -> type:
+    namespace: dict[str, Any] = {"__doc__": async_cls.__doc__, "_async_class": async_cls, "__module__": __name__}
     for member, func in vars(async_cls).items():
         if not member.startswith("_") and inspect.iscoroutinefunction(func):
             namespace[member] = _sync_method(member, func)
     return type(name, (_SyncInterface,), namespace)
 
 
-ServerInterface = _make_sync(AsyncServerInterface, "ServerInterface", "server")
-SendInterface = _make_sync(AsyncSendInterface, "SendInterface", "send")
-RecvInterface = _make_sync(AsyncRecvInterface, "RecvInterface", "recv")
+ServerInterface = _make_sync(AsyncServerInterface, "ServerInterface")
+SendInterface = _make_sync(AsyncSendInterface, "SendInterface")
+RecvInterface = _make_sync(AsyncRecvInterface, "RecvInterface")
 
 
 class APIInterface:
-    """A synchronous API connection; also a context manager (connects on entry)."""
+    """A synchronous API connection; also a context manager (connects on entry).
+
+    One connection may be shared by threads.  Notification handlers run on whichever
+    thread reads the notification: a caller waiting for its reply, or the connection's
+    listener thread between calls.
+    """
 
     def __init__(
         self,
@@ -101,38 +87,56 @@ class APIInterface:
         fingerprint: str | None = None,
         trust: TrustStore | bool = True,
     ) -> None:
-        self._portal = portal()
-        self.async_api = AsyncAPIInterface(host, port, timeout, fingerprint, trust)
-        self.server = ServerInterface(self, self._portal, log)
-        self.send = SendInterface(self, self._portal, log)
-        self.recv = RecvInterface(self, self._portal, log)
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.fingerprint = fingerprint
+        self.trust: TrustStore | None = TrustStore() if trust is True else (trust or None)
+        self._client: BlockingClient | None = None
+        self._handlers: list[Callable[[str, dict[str, Any]], None]] = []
+        self.server = ServerInterface(self)
+        self.send = SendInterface(self)
+        self.recv = RecvInterface(self)
 
     @property
-    def host(self) -> str:
-        return self.async_api.host
-
-    @property
-    def port(self) -> int:
-        return self.async_api.port
+    def client(self) -> BlockingClient:
+        if self._client is None:
+            raise ConnectionLost(f"not connected to {self.host}:{self.port}: call connect() first")
+        return self._client
 
     @property
     def connected(self) -> bool:
-        return self.async_api.connected
+        return self._client is not None and self._client.connected
 
     @property
     def server_fingerprint(self) -> str | None:
-        return self.async_api.server_fingerprint
+        return self._client.fingerprint if self._client else None
+
+    @property
+    def first_contact(self) -> bool:
+        """True when this connection pinned the server's certificate (first use)."""
+        return bool(self._client and self._client.first_contact)
 
     def connect(self) -> APIInterface:
-        self._portal.run(self.async_api.connect())
+        if self._client is not None:
+            self._client.close()
+        client = BlockingClient(self.host, self.port, self.timeout, self.fingerprint, self.trust)
+        for handler in self._handlers:
+            client.add_notification_handler(handler)
+        client.connect()
+        self._client = client
         return self
 
     def disconnect(self) -> None:
-        self._portal.run(self.async_api.disconnect())
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def add_notification_handler(self, handler: Callable[[str, dict[str, Any]], None]) -> None:
-        """Handlers run on the API's loop thread."""
-        self.async_api.add_notification_handler(handler)
+        """Handlers survive reconnection; see the class docstring for their thread."""
+        self._handlers.append(handler)
+        if self._client is not None:
+            self._client.add_notification_handler(handler)
 
     def __enter__(self) -> APIInterface:
         if not self.connected:
@@ -144,8 +148,8 @@ class APIInterface:
 
     def __del__(self) -> None:
         try:
-            if self.async_api.connected and not self._portal.loop.is_closed():
-                asyncio.run_coroutine_threadsafe(self.async_api.disconnect(), self._portal.loop)
+            if self._client is not None:
+                self._client.close()
         except Exception:
             pass
 

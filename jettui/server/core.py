@@ -101,7 +101,6 @@ class Server:
         self._gc_wakeup = asyncio.Event()
         self.connections: set[ClientConnection] = set()
         self._listener: asyncio.Server | None = None
-        self._conn_tasks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
         self._stopping = False
         self.api_port = config.api_port
@@ -109,14 +108,13 @@ class Server:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        self._listener = await asyncio.start_server(
-            self._accept,
+        self._listener = await asyncio.get_running_loop().create_server(
+            lambda: ClientConnection(self),
             self.config.api_host,
             self.config.api_port,
             ssl=self.keys.ssl_context(),
             ssl_handshake_timeout=self.config.handshake_timeout,
             backlog=1024,
-            limit=1024 * 1024,
         )
         self.api_port = self._listener.sockets[0].getsockname()[1]
         self.udp = UdpEndpoint(self.config.recv_host, self.config.recv_port)
@@ -138,12 +136,8 @@ class Server:
             self._gc_task.cancel()
         if self._listener is not None:
             self._listener.close()
-        for conn in list(self.connections):
-            await conn.close()
-        for task in list(self._conn_tasks):
-            task.cancel()
-        if self._conn_tasks:
-            await asyncio.gather(*self._conn_tasks, return_exceptions=True)
+        if self.connections:
+            await asyncio.gather(*(conn.aclose() for conn in list(self.connections)))
         await self.requests.cancel_all()
         await self.sending.stop()
         await self.receiving.stop()
@@ -181,34 +175,19 @@ class Server:
             1 for c in self.connections if not c.session.authenticated and (peer is None or c.session.peer == peer)
         )
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = ClientConnection(self, reader, writer)
+    def admit(self, conn: ClientConnection) -> str | None:
+        """Register a new connection, or return the limit that refuses it."""
         cfg = self.config
-        refuse = None
+        if self._stopping:
+            return "server stopping"
         if len(self.connections) >= cfg.max_connections:
-            refuse = f"max_connections={cfg.max_connections}"
-        elif self._unauthenticated() >= cfg.max_unauthenticated:
-            refuse = f"max_unauthenticated={cfg.max_unauthenticated}"
-        elif self._unauthenticated(conn.session.peer) >= cfg.max_unauthenticated_per_address:
-            refuse = f"max_unauthenticated_per_address={cfg.max_unauthenticated_per_address}"
-        if refuse is not None:
-            log.warning("refusing connection from %s: %s reached", conn.session.peer, refuse)
-            writer.close()
-            return
+            return f"max_connections={cfg.max_connections}"
+        if self._unauthenticated() >= cfg.max_unauthenticated:
+            return f"max_unauthenticated={cfg.max_unauthenticated}"
+        if self._unauthenticated(conn.session.peer) >= cfg.max_unauthenticated_per_address:
+            return f"max_unauthenticated_per_address={cfg.max_unauthenticated_per_address}"
         self.connections.add(conn)
-        task = asyncio.current_task()
-        if task is not None:
-            self._conn_tasks.add(task)
-        try:
-            await conn.run()
-        except asyncio.CancelledError:
-            # The server is stopping.  Ending this handler quietly keeps asyncio's stream
-            # callback from logging the cancellation as an error.
-            pass
-        finally:
-            self.connections.discard(conn)
-            if task is not None:
-                self._conn_tasks.discard(task)
+        return None
 
     # -- authentication --------------------------------------------------------------------
     def superuser_eligible(self, user_name: str) -> bool:

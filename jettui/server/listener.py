@@ -21,9 +21,7 @@ Before login the largest frame accepted is ``max_unauthenticated_frame``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import ssl
 from typing import TYPE_CHECKING, Any
 
 from jettui import wire
@@ -36,27 +34,141 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jettui.server")
 
-READ_SIZE = 256 * 1024
 
+class ClientConnection(asyncio.Protocol):
+    """One API connection, as an asyncio protocol: bytes arrive in :meth:`data_received`
+    (no reader task to wake per request), requests run as tasks, replies are written as
+    they complete.  The time limits are kept by one timer that is re-armed lazily: a read
+    only records the time, and the timer, when it fires, works out whether a limit has
+    really been reached."""
 
-class ClientConnection:
-    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        self.session = Session(peer=str(peer[0]), peer_port=int(peer[1]) if len(peer) > 1 else 0)
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.session = Session(peer="?", peer_port=0)
         self.session.notify = self.notify
         self.conn = wire.Connection(wire.SERVER)
         self.conn.set_receive_limit(server.config.max_unauthenticated_frame)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._write_lock = asyncio.Lock()
         self._closing = False
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._accepted = self._last_data = self.loop.time()
+        self._frame_started: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's SSL transport is not an asyncio.Transport
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.session.peer = str(peer[0])
+        self.session.peer_port = int(peer[1]) if len(peer) > 1 else 0
+        refuse = self.server.admit(self)
+        if refuse is not None:
+            log.warning("refusing connection from %s: %s reached", self.session.peer, refuse)
+            self._closing = True
+            transport.close()
+            return
+        self._arm(self._deadline()[0])
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_data = self.loop.time()
+        if self.session.authenticated and self.conn.receive_limit < self.conn.max_frame:
+            self.conn.set_receive_limit(self.conn.max_frame)
+        try:
+            self.conn.receive_data(data)
+            completed = False
+            while True:
+                event = self.conn.next_event()
+                if event is wire.NEED_DATA or isinstance(event, wire.ConnectionClosed):
+                    break
+                completed = True
+                if isinstance(event, wire.Request):
+                    self._start_request(event)
+        except RemoteProtocolError as exc:
+            log.info("protocol error from %s: %s", self.session.peer, exc)
+            self.close()
+            return
+        if not self.conn.buffered:
+            self._frame_started = None
+        elif completed or self._frame_started is None:
+            self._frame_started = self._last_data
+            deadline = self._deadline()[0]
+            if deadline < self._watchdog_at:
+                self._arm(deadline)
+
+    def eof_received(self) -> bool:
+        return False  # close; replies still queued are flushed by the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.debug("connection from %s lost: %s", self.session.peer, exc)
+        self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self.loop.create_task(self._finish())
+
+    async def _finish(self) -> None:
+        # The session's directory handles stay open until no request can touch them.
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.session.close_fs()
+        self.server.connections.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- time limits ---------------------------------------------------------------------
+    def _deadline(self) -> tuple[float, str]:
+        """When the connection is closed if nothing changes, and the limit that says so."""
+        cfg = self.server.config
+        if self.session.authenticated:
+            deadline, limit = self._last_data + cfg.idle_timeout, f"idle_timeout={cfg.idle_timeout:g}s"
+        else:
+            deadline, limit = self._accepted + cfg.login_grace, f"login_grace={cfg.login_grace:g}s"
+        if self._frame_started is not None and self._frame_started + cfg.frame_timeout < deadline:
+            deadline, limit = self._frame_started + cfg.frame_timeout, f"frame_timeout={cfg.frame_timeout:g}s"
+        return deadline, limit
+
+    def _arm(self, when: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog_at = when
+        self._watchdog = self.loop.call_at(when, self._check_limits)
+
+    def _check_limits(self) -> None:
+        if self._closing:
+            return
+        now = self.loop.time()
+        deadline, limit = self._deadline()
+        if deadline > now:
+            self._arm(deadline)  # data arrived since: the limit moved on
+        elif limit.startswith("idle") and self._tasks:
+            self._arm(now + self.server.config.idle_timeout)  # a long request in flight is not idleness
+        else:
+            log.info("closing connection from %s: %s reached", self.session.peer, limit)
+            self.close()
 
     # -- sending -------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
-        if not self._closing and not self.writer.is_closing():
-            self.writer.write(data)
+        if not self._closing and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         """Queue a notification (never blocks; dropped once the connection is closing)."""
@@ -71,10 +183,13 @@ class ClientConnection:
             data = self.conn.send(event)
         except ValueError as exc:  # a frame over the limit that cannot be split (an error text)
             data = self.conn.send(wire.ErrorReply(event.id, "command", f"reply too large: {exc}"))
-        async with self._write_lock:
-            self._write(data)
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await self.writer.drain()
+        self._write(data)
+        if self._write_paused and not self._closing:
+            # The client is not reading: this request waits (and so counts against the
+            # per-connection limit) until the transport's buffer drains.
+            if self._drained is None or self._drained.done():
+                self._drained = self.loop.create_future()
+            await self._drained
 
     # -- requests ------------------------------------------------------------------------
     async def _serve_request(self, request: wire.Request) -> None:
@@ -94,76 +209,29 @@ class ClientConnection:
             error = CommandError(
                 f"too many requests in flight on this connection (max_requests_per_connection={limit})"
             )
-            task = asyncio.create_task(self._reply(wire.ErrorReply(request.id, error.code, error.message)))
+            task = self.loop.create_task(self._reply(wire.ErrorReply(request.id, error.code, error.message)))
         else:
-            task = asyncio.create_task(self._serve_request(request), name=f"api-{request.method}")
+            task = self.loop.create_task(self._serve_request(request), name=f"api-{request.method}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- main loop -----------------------------------------------------------------------
-    def _read_timeout(self, now: float, accepted: float, frame_started: float | None) -> tuple[float, str]:
-        """Seconds the next read may wait, and the limit that sets it."""
-        cfg = self.server.config
-        if self.session.authenticated:
-            timeout, limit = cfg.idle_timeout, f"idle_timeout={cfg.idle_timeout:g}s"
-        else:
-            timeout, limit = accepted + cfg.login_grace - now, f"login_grace={cfg.login_grace:g}s"
-        if frame_started is not None and frame_started + cfg.frame_timeout - now < timeout:
-            timeout, limit = frame_started + cfg.frame_timeout - now, f"frame_timeout={cfg.frame_timeout:g}s"
-        return max(timeout, 0.0), limit
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        accepted = loop.time()
-        frame_started: float | None = None
-        try:
-            while True:
-                timeout, limit = self._read_timeout(loop.time(), accepted, frame_started)
-                try:
-                    async with asyncio.timeout(timeout):
-                        data = await self.reader.read(READ_SIZE)
-                except TimeoutError:
-                    if limit.startswith("idle") and self._tasks:
-                        continue  # a long request in flight is not idleness
-                    if limit.startswith("login") and self.session.authenticated:
-                        continue  # logged in while we waited: the idle timeout applies now
-                    log.info("closing connection from %s: %s reached", self.session.peer, limit)
-                    return
-                if self.session.authenticated and self.conn.receive_limit < self.conn.max_frame:
-                    self.conn.set_receive_limit(self.conn.max_frame)
-                self.conn.receive_data(data)
-                completed = False
-                while True:
-                    event = self.conn.next_event()
-                    if event is wire.NEED_DATA or isinstance(event, wire.ConnectionClosed):
-                        break
-                    completed = True
-                    if isinstance(event, wire.Request):
-                        self._start_request(event)
-                if not self.conn.buffered:
-                    frame_started = None
-                elif completed or frame_started is None:
-                    frame_started = loop.time()
-                if not data:
-                    return
-        except RemoteProtocolError as exc:
-            log.info("protocol error from %s: %s", self.session.peer, exc)
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
-            log.debug("connection from %s lost: %s", self.session.peer, exc)
-        finally:
-            await self.close()
-
-    async def close(self) -> None:
+    # -- closing -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close at once: requests still running are cancelled, written replies are flushed."""
         if self._closing:
             return
-        # Let replies already computed go out, but do not wait on long requests.
         self._closing = True
         for task in list(self._tasks):
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.session.close_fs()
-        self.writer.close()
-        with contextlib.suppress(Exception):
+        if self.transport is not None:
+            self.transport.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        if self.transport is None:
+            return
+        try:
             async with asyncio.timeout(2):
-                await self.writer.wait_closed()
+                await asyncio.shield(self.closed)
+        except TimeoutError:
+            self.transport.abort()

@@ -132,9 +132,9 @@ def test_unauthenticated_cap_per_address() -> None:
 def test_certificate_is_pinned_on_first_use_and_change_refused(server: ServerThread) -> None:
     api = server.api(fingerprint=None)  # use the known_servers file
     with api:
-        assert api.async_api.first_contact
+        assert api.first_contact
     with server.api(fingerprint=None) as again:
-        assert not again.async_api.first_contact
+        assert not again.first_contact
     # A different server on the same endpoint: forge a stale pin and expect refusal.
     from jettui.api.trust import TrustStore
 

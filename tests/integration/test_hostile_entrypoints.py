@@ -302,5 +302,5 @@ def test_create_destination_refuses_hosts_the_idna_codec_refuses(server: ServerT
         api.server.auth("bob", "bob-pw")
         for address in ("x" * 100, "\u202e\u2066evil"):
             with pytest.raises(CommandError) as info:
-                api._portal.run(api.async_api.client.call("send.createDestination", {"destinationAddress": address}))
+                api.client.request("send.createDestination", {"destinationAddress": address})
             assert "internal error" not in info.value.message

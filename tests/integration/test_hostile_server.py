@@ -21,6 +21,7 @@ import pytest
 
 from jettui import wire
 from jettui.api import AsyncAPIInterface, AsyncClient, TrustStore
+from jettui.api.blocking import BlockingClient
 from jettui.constants import LS_TYPE_DIRECTORY, LS_TYPE_REGULAR
 from jettui.errors import ConnectionLost, JettuiError, RemoteProtocolError, TimeoutError_
 from jettui.server.keys import ServerKeys, load_or_create_keys
@@ -95,12 +96,43 @@ def keys() -> ServerKeys:
     return load_or_create_keys(None)
 
 
+class ThreadedBlockingClient:
+    """The synchronous API's BlockingClient, driven from a worker thread so that the fake
+    server can keep running on the test's event loop."""
+
+    def __init__(self, client: BlockingClient) -> None:
+        self._client = client
+
+    @property
+    def connected(self) -> bool:
+        return self._client.connected
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        return await asyncio.to_thread(self._client.request, method, params)
+
+
+@pytest.fixture(params=["async", "blocking"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    """Both client drivers face every hostile server."""
+    return str(request.param)
+
+
 @contextlib.asynccontextmanager
-async def client_of(keys: ServerKeys, behaviour: Behaviour, **kwargs: Any) -> AsyncIterator[AsyncClient]:
+async def client_of(
+    keys: ServerKeys, behaviour: Behaviour, flavour: str = "async", **kwargs: Any
+) -> AsyncIterator[Any]:
     async with FakeServer(keys, behaviour) as fake:
-        client = AsyncClient(
-            "127.0.0.1", fake.port, timeout=kwargs.pop("timeout", 5), fingerprint=keys.fingerprint, **kwargs
-        )
+        args = ("127.0.0.1", fake.port)
+        timeout = kwargs.pop("timeout", 5)
+        if flavour == "blocking":
+            blocking = BlockingClient(*args, timeout=timeout, fingerprint=keys.fingerprint, **kwargs)
+            await asyncio.to_thread(blocking.connect)
+            try:
+                yield ThreadedBlockingClient(blocking)
+            finally:
+                await asyncio.to_thread(blocking.close)
+            return
+        client = AsyncClient(*args, timeout=timeout, fingerprint=keys.fingerprint, **kwargs)
         await client.connect()
         try:
             yield client
@@ -189,10 +221,10 @@ BAD_REPLIES: dict[str, tuple[Behaviour, type[JettuiError], str]] = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_REPLIES))
-async def test_bad_reply_raises_a_clear_error(keys: ServerKeys, name: str) -> None:
+async def test_bad_reply_raises_a_clear_error(keys: ServerKeys, name: str, flavour: str) -> None:
     behaviour, error, words = BAD_REPLIES[name]
     timeout = 0.5 if name == "silence" else 5
-    async with client_of(keys, behaviour, timeout=timeout) as client:
+    async with client_of(keys, behaviour, flavour, timeout=timeout) as client:
         with pytest.raises(JettuiError) as info:
             await client.call("server.lsAsync", {"path": "/"})
         assert isinstance(info.value, error), f"{name}: {info.value!r}"
@@ -204,7 +236,7 @@ async def test_bad_reply_raises_a_clear_error(keys: ServerKeys, name: str) -> No
             assert not client.connected
 
 
-async def test_endless_parts_are_bounded_in_size_and_time(keys: ServerKeys) -> None:
+async def test_endless_parts_are_bounded_in_size_and_time(keys: ServerKeys, flavour: str) -> None:
     async def endless(request: wire.Request, writer: asyncio.StreamWriter) -> None:
         chunk = encode_frame({"id": request.id, "part": b"\x00" * 4096, "more": True})
         with contextlib.suppress(ConnectionError):
@@ -214,11 +246,11 @@ async def test_endless_parts_are_bounded_in_size_and_time(keys: ServerKeys) -> N
                 await asyncio.sleep(0.001)
 
     # Size: past max_reply the reassembly stops with an error naming the limit.
-    async with client_of(keys, endless, max_reply=256 * 1024) as client:
+    async with client_of(keys, endless, flavour, max_reply=256 * 1024) as client:
         with pytest.raises(RemoteProtocolError, match="262144-byte limit"):
             await client.call("server.lsAsync", {"path": "/"})
     # Time: a call with a timeout gives up with a clear error while parts keep coming.
-    async with client_of(keys, endless, timeout=0.5) as client:
+    async with client_of(keys, endless, flavour, timeout=0.5) as client:
         with pytest.raises(TimeoutError_, match="no answer"):
             await client.call("server.lsAsync", {"path": "/"})
 

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -146,12 +147,11 @@ def test_slow_sender_one_byte_a_second_is_cut_off(caplog: pytest.LogCaptureFixtu
         with st.api() as api:
             api.server.auth("op", "op-pw")
             frame = encode_frame({"id": 99, "method": "server.echo", "params": {"text": "x" * 50}})
-            writer = api.async_api.client._writer
-            assert writer is not None
+            api.add_notification_handler(lambda method, params: None)  # a listener notices the close
             start = time.monotonic()
             sent = 0
             while api.connected and sent < len(frame) and time.monotonic() - start < 10:
-                api._portal.loop.call_soon_threadsafe(writer.write, frame[sent : sent + 1])
+                api.client.send_data(frame[sent : sent + 1])
                 sent += 1
                 time.sleep(0.25)
             elapsed = time.monotonic() - start
@@ -186,15 +186,19 @@ def test_requests_in_flight_per_connection(server: ServerThread) -> None:
     server.server.config.max_requests_per_connection = 4
     with server.api() as api:
         api.server.auth("bob", "bob-pw")
-        client = api.async_api.client
+        results: list[object] = []
 
-        async def burst() -> list[object]:
-            import asyncio
+        def sleep() -> None:
+            try:
+                results.append(api.server.sleep(300))
+            except CommandError as exc:
+                results.append(exc)
 
-            calls = [client.call("server.sleep", {"milliseconds": 300}) for _ in range(10)]
-            return await asyncio.gather(*calls, return_exceptions=True)
-
-        results = api._portal.run(burst())
+        threads = [threading.Thread(target=sleep) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
         refused = [r for r in results if isinstance(r, CommandError)]
         assert len(refused) == 6 and all("max_requests_per_connection=4" in r.message for r in refused)
         assert results.count(None) == 4

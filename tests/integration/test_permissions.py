@@ -122,7 +122,7 @@ def test_permission_matrix(matrix_server: ServerThread, role: str, tmp_path: Pat
                 continue
             tried += 1
             try:
-                result = api._portal.run(api.async_api.client.call(name, sample_params(spec, target)))
+                result = api.client.request(name, sample_params(spec, target))
                 if spec.async_request and isinstance(result, dict) and "requestId" in result:
                     try:
                         api.server.getRequestResult(result)

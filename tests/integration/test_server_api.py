@@ -12,7 +12,7 @@ import pytest
 
 from jettui.api import APIInterface, CommandError, JetStream
 from jettui.constants import API_VERSION, LS_TYPE_DIRECTORY, LS_TYPE_REGULAR, LS_TYPE_ROOT
-from jettui.errors import AuthenticationError
+from jettui.errors import AuthenticationError, TimeoutError_
 from tests.helpers import ServerThread
 
 SERVER_INFO_KEYS = {
@@ -275,19 +275,48 @@ def test_wrong_types_and_missing_parameters_client_side(api: APIInterface) -> No
 
 
 def test_wrong_types_unknown_method_server_side(api: APIInterface) -> None:
-    client = api.async_api.client
-    run = api._portal.run
+    request = api.client.request
     with pytest.raises(CommandError, match="unknown method 'server.nope'"):
-        run(client.call("server.nope", {}))
+        request("server.nope", {})
     with pytest.raises(CommandError, match="'path' must be str"):
-        run(client.call("server.lsAsync", {"path": 1}))
+        request("server.lsAsync", {"path": 1})
     with pytest.raises(CommandError, match="missing required parameter 'milliseconds'"):
-        run(client.call("server.sleep", {}))
+        request("server.sleep", {})
     with pytest.raises(CommandError, match="unknown parameter"):
-        run(client.call("server.echo", {"text": "a", "extra": True}))
+        request("server.echo", {"text": "a", "extra": True})
     assert api.server.echo("still serving") == "still serving"
 
 
 def test_async_errors_keep_their_class(server: ServerThread) -> None:
     with server.api() as api, pytest.raises(AuthenticationError, match="wrong user name or password"):
         api.server.auth("alice", "wrong")
+
+
+# -- the synchronous client's own driver -------------------------------------------------------
+def test_a_late_reply_after_a_timeout_is_dropped_and_the_connection_goes_on(api: APIInterface) -> None:
+    with pytest.raises(TimeoutError_, match="no answer"):
+        api.client.request("server.sleep", {"milliseconds": 400}, timeout=0.1)
+    time.sleep(0.5)  # the late reply arrives while nobody waits for it
+    assert api.server.echo("next") == "next"
+    assert api.client._replies == {} and api.client._abandoned == set()
+
+
+def test_threads_share_one_synchronous_connection(api: APIInterface) -> None:
+    """Calls from several threads interleave on one connection: each gets its own answer,
+    whichever thread happens to read it."""
+    failures: list[str] = []
+
+    def worker(n: int) -> None:
+        for i in range(50):
+            text = f"{n}-{i}"
+            if api.server.echo(text) != text:
+                failures.append(text)
+            if i % 10 == 0:
+                api.server.sleep(5)  # a slower call keeps others waiting on this one's reader
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not failures and not any(t.is_alive() for t in threads)

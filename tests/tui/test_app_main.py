@@ -241,7 +241,7 @@ async def test_dropped_connection_reconnects(local: Local) -> None:
         async def drop() -> None:
             assert server.server is not None
             for conn in list(server.server.connections):
-                await conn.close()
+                await conn.aclose()
 
         run_in_server(server, drop())
         await wait_for(pilot, lambda: "reconnecting" in states, "reconnecting state")
