@@ -146,6 +146,7 @@ class Pacer:
 class RateState(enum.Enum):
     FIXED = "fixed"
     STARTUP = "startup"
+    DRAIN = "drain"
     STEADY = "steady"
 
 
@@ -160,8 +161,11 @@ class RateController:
         *,
         active: bool = True,
         queue_target: float = 0.010,
-        gain_up: float = 0.25,
+        gain_up: float = 0.1,
         gain_down: float = 0.25,
+        drain_gain: float = 0.5,
+        queue_gain: float = 0.5,
+        wire_factor: float = 1.0,
         base_window: float = 10.0,
         queue_window: float = 0.030,
     ) -> None:
@@ -170,6 +174,10 @@ class RateController:
         self.queue_target = queue_target
         self.gain_up = gain_up
         self.gain_down = gain_down
+        self.drain_gain = drain_gain
+        self.queue_gain = queue_gain
+        # The receiver counts block payload, the pacer whole datagrams: this converts.
+        self.wire_factor = wire_factor
         self.rate = max_rate if not active else max(min_rate, min(initial_rate, max_rate))
         self.state = RateState.STARTUP if active else RateState.FIXED
         self._base = WindowedMin(base_window)
@@ -184,6 +192,11 @@ class RateController:
         self.delivery_rate = 0.0
         self._last_update: float | None = None
         self._deliveries: deque[tuple[float, int]] = deque()  # (receiver time, cumulative bytes)
+        # The bottleneck estimate: the highest delivery rate of the last few round trips (a
+        # monotonic deque of (time, rate)), since loss and pacing gaps only ever lower a sample.
+        self._bw_samples: deque[tuple[float, float]] = deque()
+        self.bottleneck = 0.0
+        self._drain_since = 0.0
 
     @property
     def active(self) -> bool:
@@ -225,7 +238,8 @@ class RateController:
             hist.popleft()
         dt_r = hist[-1][0] - hist[0][0]
         if dt_r > 0.002:
-            self.delivery_rate = (hist[-1][1] - hist[0][1]) / dt_r
+            self.delivery_rate = (hist[-1][1] - hist[0][1]) / dt_r * self.wire_factor
+            self._track_bottleneck(now, self.delivery_rate, srtt, app_limited)
         if self.state is RateState.FIXED or math.isnan(owd):
             return
         base = self._base.update(now, owd)
@@ -247,35 +261,54 @@ class RateController:
         dt = min(now - last, rtt)
         if self.state is RateState.STARTUP:
             if q >= self.queue_target / 2:
-                if self.delivery_rate > 0:
-                    self.rate = min(self.rate, self.delivery_rate)
-                self._set_state(RateState.STEADY)
+                # The queue shows one round trip after the rate passed the bottleneck, and the
+                # doubling has gone on meanwhile: up to a round trip's worth of data sits in
+                # the bottleneck queue.  Drain it quickly below the measured bottleneck rather
+                # than by gain steps (which took ~3 RTT at 300 ms and then overshot again).
+                if self.bottleneck > 0:
+                    self.rate = min(self.rate, self.bottleneck) * self.drain_gain
+                self._drain_since = now
+                self._set_state(RateState.DRAIN)
             elif not app_limited:
                 self.rate *= 2.0 ** (dt / rtt)
-        elif self.delivery_rate > 0:
-            # Aim at what the path delivered, nudged by how far the queue is from target:
-            # up to gain_up faster when it is empty, gain_down slower when it is twice the
-            # target or more.  Steering the rate relative to the measured delivery rate
-            # (rather than integrating) keeps the overshoot to one gain step, and random
-            # loss p only shrinks the nudge by p: below ~20 % it never pulls the rate down.
-            err = max(-1.0, min(1.0, (self.queue_target - q) / self.queue_target))
-            gain = self.gain_up if err >= 0 else self.gain_down
-            target = self.delivery_rate * (1.0 + gain * err)
-            # Move a fraction dt / RTT of the way per report: a change shows in the queue one
-            # round trip later, and ten full steps per RTT (ACKs every ~10 ms at 100 ms)
-            # overshoot both ways.
-            step = dt / rtt
-            if err < 0:
-                # A queue above target is the only signal of an overrun path: slow down
-                # (application-limited or not).
-                if target < self.rate:
-                    self.rate += (target - self.rate) * step
-            elif not app_limited and target > self.rate:
-                # Below target only ever raise the rate.  A sender that falls short of its
-                # own pacing rate (a busy CPU, late timers) delivers less than it aims at;
-                # steering to delivery x gain would then hold it there (1.25 x 0.8 = 1:
-                # measured on loopback, stuck at ~1.3 Gbit/s with both processes idle
-                # half the time).  An application-limited sender measured itself, not the
-                # path, so it does not grow.
-                self.rate += (target - self.rate) * step
+        elif self.state is RateState.DRAIN:
+            # The queue goes on growing for a round trip (what was sent before the cut is
+            # still arriving); after that it shrinks, and at the target the link is full
+            # with a short queue: send at the bottleneck rate from then on.
+            # The queue we read is half a round trip old, and a new rate takes another half
+            # to reach the bottleneck: leave when what is left will have drained by then.
+            if now - self._drain_since >= rtt and q <= self.queue_target + (1 - self.drain_gain) * rtt:
+                if self.bottleneck > 0:
+                    self.rate = self.bottleneck
+                self._set_state(RateState.STEADY)
+        elif self.bottleneck > 0:
+            # Send at the bottleneck rate, nudged by how far the queue is from its target: up
+            # to gain_up faster when it is empty, gain_down slower when it is twice the target
+            # or more.  Anchoring at the bottleneck (the highest recent delivery rate) rather
+            # than at the last delivery keeps a dip (a drained queue, a lost ACK) from pulling
+            # the rate down, and bounds an overshoot to gain_up for one round trip: with
+            # gain_up 0.1 and an RTT of 300 ms, 30 ms of queue.  Random loss p lowers the
+            # measured bottleneck by p, which the queue term makes up while p < gain_up; a
+            # path that got faster shows in the delivery rate, which lifts the bottleneck.
+            nudge = max(-self.gain_down, min(self.gain_up, self.queue_gain * (self.queue_target - q) / rtt))
+            if nudge < 0:
+                # A standing queue above target: the path is full, so what it delivered over
+                # the last round trip is our share of it (the bottleneck estimate lags by its
+                # window when cross traffic takes part of the path).  Go below that, and keep
+                # cutting by that fraction per round trip for as long as the queue stands.
+                share = self.delivery_rate or self.bottleneck
+                self.rate = min(self.rate * (1.0 + nudge * dt / rtt), share * (1.0 + nudge))
+            elif not app_limited:
+                self.rate = self.bottleneck * (1.0 + nudge)
         self.rate = max(self.min_rate, min(self.rate, self.max_rate))
+
+    def _track_bottleneck(self, now: float, rate: float, srtt: float, app_limited: bool) -> None:
+        samples = self._bw_samples
+        window = 4 * min(max(srtt, 0.020), 0.500)
+        while samples and samples[0][0] < now - window:
+            samples.popleft()
+        if not app_limited or not samples:
+            while samples and samples[-1][1] <= rate:
+                samples.pop()
+            samples.append((now, rate))
+        self.bottleneck = samples[0][1] if samples else 0.0

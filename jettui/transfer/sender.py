@@ -40,8 +40,10 @@ from .manifest import Checkpoint, FileEntry, block_count, block_length
 from .packet import (
     BLOCK_HEADER_SIZE,
     DATA_PREFIX_SIZE,
+    TAG_SIZE,
     PacketError,
     PacketType,
+    block_overhead,
     decode_ack,
     encode_data,
 )
@@ -134,6 +136,7 @@ class Sender(SessionBase):
             config.max_rate / 8,
             active=config.rate_control,
             queue_target=config.queue_target,
+            wire_factor=(bs + block_overhead() + TAG_SIZE) / bs,
         )
         self._pacer = Pacer(self._rate.rate, config.tick, config.pacing_burst)
         self._app_limited = False
@@ -143,6 +146,9 @@ class Sender(SessionBase):
         self._probe_count = 0
         self._paused = False
         self._close_deadline: float | None = None
+        self._outcome_reported = False
+        self._last_data_sent = self._tail_probed = -math.inf
+        self._tail_probes = 0
 
     # -- controls for the driver -------------------------------------------------------------------
     @property
@@ -221,7 +227,27 @@ class Sender(SessionBase):
                 self._probe_count += 1
             out.append(self._ping(now))
             self._last_eliciting = now
+        elif (tail := self._tail_probe_time()) is not None and now >= tail:
+            self._tail_probes = self._tail_probes + 1 if self._tail_probed >= self._last_data_sent else 1
+            out.append(self._ping(now))
+            self._last_eliciting = self._tail_probed = now
         return out
+
+    def _tail_probe_time(self) -> float | None:
+        """At the tail (everything sent, some of it unacknowledged), one PING just late enough
+        that its echo marks every DATA datagram before it as lost if unacknowledged: the
+        loss of the last blocks shows about one round trip after they went out, instead of
+        after a probe timeout per round of resends (7 RTTs of tail at 5 % loss, measured in
+        simulation).  Two per burst of data (either may be lost), so a small transfer adds two
+        ACKs, not a stream."""
+        if self._state is not SenderState.SENDING or self._paused or not self._inflight or self._has_data():
+            return None
+        wait = self._config.reorder_time + self.rtt.srtt / 8 + self._config.tick
+        if self._tail_probed < self._last_data_sent:
+            return self._last_data_sent + wait
+        if self._tail_probes < 2:  # the probe or its ACK may be lost too: one more
+            return self._tail_probed + wait
+        return None
 
     def get_timer(self) -> float | None:
         if self._state in self.END_STATES:
@@ -231,7 +257,13 @@ class Sender(SessionBase):
                 return None
             return min(self._hello_next, self._hello_started + self._config.handshake_timeout)
         times = [self._last_send + self._config.keepalive_interval]
-        for t in (self._control.timer(), self._idle_deadline(), self._probe_deadline(), self._close_deadline):
+        for t in (
+            self._control.timer(),
+            self._idle_deadline(),
+            self._probe_deadline(),
+            self._close_deadline,
+            self._tail_probe_time(),
+        ):
             if t is not None:
                 times.append(t)
         if self._state is SenderState.SENDING and not self._paused and self._has_data():
@@ -388,11 +420,28 @@ class Sender(SessionBase):
             self._control.send({"type": "close"})
             self._close_deadline = now + self._config.close_timeout
             self._set_state(SenderState.CLOSING)
+            # Every file has its verdict (the receiver renamed it into place before saying
+            # so): that is the outcome.  Reporting it now rather than after the close is
+            # acknowledged saves a round trip (300 ms on a long path); the close finishes
+            # in the background and can no longer turn the outcome into a failure.
+            self._report_outcome()
+
+    def _report_outcome(self) -> None:
+        if not self._outcome_reported:
+            self._outcome_reported = True
+            failed = tuple(sorted(i for i, v in self._verdicts.items() if not v.ok))
+            self._events.append(TransferCompleted(failed))
 
     def _complete(self) -> None:
-        failed = tuple(sorted(i for i, v in self._verdicts.items() if not v.ok))
         self._set_state(SenderState.COMPLETE)
-        self._events.append(TransferCompleted(failed))
+        self._report_outcome()
+
+    def _fail(self, message: str, remote: bool, notify: bool) -> None:
+        if self._outcome_reported:
+            # A close that went wrong after every verdict was in: the transfer is done.
+            self._set_state(SenderState.COMPLETE)
+            return
+        super()._fail(message, remote, notify)
 
     def _enter_failed(self) -> None:
         self._set_state(SenderState.FAILED)
@@ -507,7 +556,7 @@ class Sender(SessionBase):
             out.append(datagram)
             pacer.spend(len(datagram))
             credit -= len(datagram)
-            self._last_eliciting = now
+            self._last_eliciting = self._last_data_sent = now
 
     def _build_data(self, now: float) -> bytes | None:
         room = self._max_payload - DATA_PREFIX_SIZE

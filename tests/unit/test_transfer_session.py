@@ -140,9 +140,11 @@ IMPAIRMENTS = {
 EXPECTED_RESENDS = {
     "loss-1%": 1,
     "loss-5%": 15,
-    "loss-20%": 62,
+    "loss-20%": 65,
     "reorder": 0,
-    "reorder-late": 3,  # 30 ms late is beyond the reorder allowance: spurious resends
+    # 30 ms late is beyond the reorder allowance: spurious resends (the tail probe's echo
+    # also marks a datagram still on its late way as lost).
+    "reorder-late": 8,
     "duplicate": 0,
     "bursts": 70,
     "everything": 9,
