@@ -197,6 +197,8 @@ class RateController:
         self._bw_samples: deque[tuple[float, float]] = deque()
         self.bottleneck = 0.0
         self._drain_since = 0.0
+        self._plateau_rate = 0.0
+        self._plateau_since: float | None = None
 
     @property
     def active(self) -> bool:
@@ -260,7 +262,21 @@ class RateController:
         rtt = max(srtt, 0.010)
         dt = min(now - last, rtt)
         if self.state is RateState.STARTUP:
-            if q >= self.queue_target / 2:
+            # Two ways out: the first sign of a queue, or a delivery rate that stopped
+            # growing (BBR's full-pipe test, over two round trips rather than
+            # three): at short RTTs the queue shows late relative to the doubling (ACK
+            # intervals are a third of a 20 ms RTT), and 2 ms of queue took until 5x the
+            # bottleneck rate to appear, overflowing a 20 ms buffer (4 % drops, simulated).
+            if self.delivery_rate > 0 and self.delivery_rate >= 1.25 * self._plateau_rate:
+                self._plateau_rate, self._plateau_since = self.delivery_rate, now
+            # (Only while we send well above it: a sender held at max_rate sees a plateau too.)
+            plateau = (
+                self._plateau_since is not None
+                and not app_limited
+                and now - self._plateau_since >= 2 * rtt
+                and self.rate > 1.25 * self._plateau_rate
+            )
+            if q >= self.queue_target / 2 or plateau:
                 # The queue shows one round trip after the rate passed the bottleneck, and the
                 # doubling has gone on meanwhile: up to a round trip's worth of data sits in
                 # the bottleneck queue.  Drain it quickly below the measured bottleneck rather
@@ -299,7 +315,11 @@ class RateController:
                 share = self.delivery_rate or self.bottleneck
                 self.rate = min(self.rate * (1.0 + nudge * dt / rtt), share * (1.0 + nudge))
             elif not app_limited:
-                self.rate = self.bottleneck * (1.0 + nudge)
+                # Below target only ever raise the rate: a sender that falls short of its own
+                # pacing rate (a busy CPU, late timers) delivers less than it aims at, and
+                # steering to delivery x (1 + nudge) would spiral down (measured on loopback
+                # with the earlier controller: stuck at ~1.3 Gbit/s, both processes half idle).
+                self.rate = max(self.rate, self.bottleneck * (1.0 + nudge))
         self.rate = max(self.min_rate, min(self.rate, self.max_rate))
 
     def _track_bottleneck(self, now: float, rate: float, srtt: float, app_limited: bool) -> None:
