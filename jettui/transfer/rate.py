@@ -263,10 +263,11 @@ class RateController:
         dt = min(now - last, rtt)
         if self.state is RateState.STARTUP:
             # Two ways out: the first sign of a queue, or a delivery rate that stopped
-            # growing (BBR's full-pipe test, over two round trips rather than
-            # three): at short RTTs the queue shows late relative to the doubling (ACK
-            # intervals are a third of a 20 ms RTT), and 2 ms of queue took until 5x the
-            # bottleneck rate to appear, overflowing a 20 ms buffer (4 % drops, simulated).
+            # growing (BBR's full-pipe test, over two round trips rather than three).  At
+            # short RTTs the queue shows late relative to the doubling (ACK intervals are a
+            # third of a 20 ms RTT): waiting for 5 ms of it let the rate reach 5x the
+            # bottleneck and overflow a 20 ms buffer (4 % drops, simulated), so the
+            # threshold is a tenth of the RTT there (2 ms at least, for timer noise).
             if self.delivery_rate > 0 and self.delivery_rate >= 1.25 * self._plateau_rate:
                 self._plateau_rate, self._plateau_since = self.delivery_rate, now
             # (Only while we send well above it: a sender held at max_rate sees a plateau too.)
@@ -276,7 +277,7 @@ class RateController:
                 and now - self._plateau_since >= 2 * rtt
                 and self.rate > 1.25 * self._plateau_rate
             )
-            if q >= self.queue_target / 2 or plateau:
+            if q >= min(self.queue_target / 2, max(0.002, rtt / 10)) or plateau:
                 # The queue shows one round trip after the rate passed the bottleneck, and the
                 # doubling has gone on meanwhile: up to a round trip's worth of data sits in
                 # the bottleneck queue.  Drain it quickly below the measured bottleneck rather
