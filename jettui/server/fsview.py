@@ -80,7 +80,7 @@ FD_WINDOW = 64
 _READ_CHUNK = 1024 * 1024
 
 #: ``publish(entries, expected)``: hands a page of a progressive listing to the server loop.
-Publish = Callable[[list[dict[str, Any]], "int | None"], None]
+Publish = Callable[[list[dict[str, Any]], "int | None", bool], None]
 _DIRENTRY_STAT: Callable[[os.DirEntry[str]], os.stat_result] = functools.partial(
     os.DirEntry.stat, follow_symlinks=False
 )
@@ -549,12 +549,12 @@ class FileSystemView:
         files: list[dict[str, Any]] = []
         stat_of = functools.partial(os.stat, dir_fd=fd, follow_symlinks=False)
 
-        def add_page(names: list[str]) -> None:
+        def add_page(names: list[str], last: bool) -> None:
             done = len(files)
             self._add_entries(fd, names, stat_of, str, vpath, files)
             page = files[done:]
             self._add_hashes(fd, page, hash_type)
-            publish(page, expected)
+            publish(page, expected, last)
 
         # The first page first: picking its names (nsmallest, equivalent to the head of the
         # sort) is a fraction of sorting 100,000 names, which then overlaps the client.
@@ -562,14 +562,16 @@ class FileSystemView:
         first = heapq.nsmallest(page_size, dirs, key=fold)
         if len(first) < page_size:
             first += heapq.nsmallest(page_size - len(first), others, key=fold)
-        add_page(first)
+        add_page(first, len(first) == expected)
+        if len(first) == expected:
+            return files
         dirs.sort(key=fold)
         others.sort(key=fold)
         names = dirs + others
         # Later pages are bigger: fewer hand-overs to the event loop and to the client.
         step = max(page_size, LATER_PAGES)
         for start in range(len(first), len(names), step):
-            add_page(names[start : start + step])
+            add_page(names[start : start + step], start + step >= len(names))
         return files
 
     def _add_entries(
@@ -686,10 +688,11 @@ class FileSystemView:
 
         The entries come directories first, then by case-folded name (a file manager's
         default order, so a client shows the first page as it is); ``publish(entries,
-        expected)`` is called with the first ``page_size`` entries as soon as they are
-        statted, then with each further page (:data:`LATER_PAGES` entries or ``page_size``,
-        whichever is larger), ``expected`` being the number of names found (an upper bound) on the first
-        call.  The return value is the whole result, as :meth:`ls` gives it."""
+        expected, last)`` is called with the first ``page_size`` entries as soon as they
+        are statted, then with each further page (:data:`LATER_PAGES` entries or
+        ``page_size``, whichever is larger); ``expected`` is the number of names found (an
+        upper bound) and ``last`` marks the last page.  The return value is the whole
+        result, as :meth:`ls` gives it."""
         hash_type = _check_hash_type(hash_type)
         root, vpath = self._locate(path)
         if not directory:
@@ -706,7 +709,7 @@ class FileSystemView:
                 finally:
                     os.close(fd)
         files = [self._stat_entry(root, vpath, hash_type)]
-        publish(files, 1)
+        publish(files, 1, True)
         return {"path": path, "files": files}
 
     def _stat_entry(self, root: _Root, vpath: VirtualPath, hash_type: str | None) -> dict[str, Any]:

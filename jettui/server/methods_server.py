@@ -262,8 +262,8 @@ async def lsAsync(
     pages = Pages()
     loop = asyncio.get_running_loop()
 
-    def publish(files: list[dict[str, Any]], expected: int | None) -> None:
-        loop.call_soon_threadsafe(pages.publish, files, expected)
+    def publish(files: list[dict[str, Any]], expected: int | None, last: bool) -> None:
+        loop.call_soon_threadsafe(pages.publish, files, expected, last)
 
     async def work() -> Any:
         return await asyncio.to_thread(fs.ls_paged, path, bool(directory), hash_type, pageSize, publish)

@@ -38,12 +38,16 @@ class Pages:
         self.expected: int | None = None
         """How many items the request expects to publish in all (an upper bound), once known."""
         self.finished = False
+        """Nothing more will be published: the last page is in, or the request ended."""
         self._changed = asyncio.Event()
 
-    def publish(self, items: list[Any], expected: int | None = None) -> None:
+    def publish(self, items: list[Any], expected: int | None = None, last: bool = False) -> None:
+        """Add ``items``; ``last``: nothing more will come (the request is about to end)."""
         self.items.extend(items)
         if expected is not None:
             self.expected = expected
+        if last:
+            self.finished = True
         self._wake()
 
     def finish(self) -> None:

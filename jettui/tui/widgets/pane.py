@@ -36,7 +36,7 @@ __all__ = ["PaneSnapshot", "RemotePane", "basename"]
 
 #: Seconds between additions of a listing's later pages to the list while it loads: each
 #: costs a merge over the whole listing, so they are batched rather than done per page.
-EXTEND_INTERVAL = 0.25
+EXTEND_INTERVAL = 0.5
 
 
 def basename(path: str) -> str:
