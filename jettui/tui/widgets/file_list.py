@@ -737,8 +737,9 @@ class FileList(ScrollView, can_focus=True):
             screen_line = -1
         self._rebuild_rows(keep_entry=keep, center=False)
         if screen_line >= 0:
-            # Rows may have come in above the cursor: keep it on the same line of the screen.
-            self.scroll_to(y=max(0, self.cursor - screen_line), animate=False, immediate=True)
+            # Rows may have come in above the cursor: keep it on the same line of the screen
+            # (force: the scroll bar a short list just outgrew is not laid out yet).
+            self.scroll_to(y=max(0, self.cursor - screen_line), animate=False, immediate=True, force=True)
         self._scroll_cursor_into_view(center=screen_line < 0)
         self._cursor_maybe_moved()
         self.refresh()
