@@ -347,8 +347,14 @@ def _mtime_keys(entries: list[Entry]) -> list[int] | list[float]:
         return list(map(_mtime, entries))
     if not (set(map(type, mtimes)) <= {int} and set(map(type, micros)) <= {int}):
         return list(map(_mtime, entries))
-    if not micros or min(micros) >= 1_000_000:
-        return mtimes  # microseconds since the epoch (jettui servers): _mtime ignores them
+    if not micros or min(micros) >= 1_000_000 or (min(micros) == 0 and max(micros) == 0):
+        # Microseconds since the epoch (jettui servers), ignored by _mtime, or none at all:
+        # the seconds alone.  Keys made relative to the oldest fit one 30-bit digit, which
+        # CPython's sort compares about a third faster than epoch seconds (> 2**30).
+        oldest = min(mtimes, default=0)
+        if max(mtimes, default=0) - oldest < 1 << 30:
+            return list(map(operator.sub, mtimes, repeat(oldest)))
+        return mtimes
     if max(micros) < 1_000_000 and min(micros) >= 0:
         return list(map(operator.add, mtimes, map(operator.truediv, micros, repeat(1e6))))
     return list(map(_mtime, entries))
@@ -574,6 +580,8 @@ class FileList(ScrollView, can_focus=True):
         self._sorted_by_name: list[Entry] | None = None
         # Computed on first use only (most listings are never sorted by size or time).
         self._visible_cache: list[bool] | None = None
+        self._all_visible = False
+        """No entry is hidden (valid while ``_visible_cache`` is set)."""
         self._size_keys: list[int] | None = None
         self._mtime_keys: list[float] | None = None
         self._by_name_cache: dict[str, Entry] | None = None
@@ -726,7 +734,9 @@ class FileList(ScrollView, can_focus=True):
             self._files_by_name = sorted(self._files_by_name + new_files, key=key)
             self._sorted_by_name = self._entries
         if self._visible_cache is not None:
-            self._visible_cache = self._visible_cache + _not_hidden(new_names)
+            more = _not_hidden(new_names)
+            self._visible_cache = self._visible_cache + more
+            self._all_visible = self._all_visible and False not in more
         if self._by_name_cache is not None:
             self._by_name_cache.update(zip(new_names, new, strict=True))
         self._size_keys = self._mtime_keys = None
@@ -735,7 +745,7 @@ class FileList(ScrollView, can_focus=True):
         if keep_cursor_on is not None and keep_cursor_on in new_names:
             keep = new[new_names.index(keep_cursor_on)]
             screen_line = -1
-        self._rebuild_rows(keep_entry=keep, center=False)
+        self._rebuild_rows(keep_entry=keep, center=False, prune=False)
         if screen_line >= 0:
             # Rows may have come in above the cursor: keep it on the same line of the screen
             # (force: the scroll bar a short list just outgrew is not laid out yet).
@@ -839,15 +849,29 @@ class FileList(ScrollView, can_focus=True):
             files_from = bisect_left(order, ".", split, key=key)
             files_to = bisect_left(order, "/", files_from, key=key)
             return order[:dirs_from] + order[dirs_to:files_from] + order[files_to:]
-        return list(compress(order, map(self._visible().__getitem__, order)))
+        visible = self._visible()
+        if self._all_visible:
+            return order  # no dotfiles at all (common in big directories): nothing to drop
+        return list(compress(order, map(visible.__getitem__, order)))
 
     def _visible(self) -> list[bool]:
         if self._visible_cache is None:
             self._visible_cache = _not_hidden(self._names)
+            self._all_visible = False not in self._visible_cache
         return self._visible_cache
 
-    def _rebuild_rows(self, keep_entry: Entry | None, *, center: bool = True) -> None:
-        """Recompute the shown rows from the sorted order; keep the cursor on ``keep_entry``."""
+    def _rebuild_rows(
+        self,
+        keep_entry: Entry | None,
+        *,
+        center: bool = True,
+        keep_position: int | None = None,
+        prune: bool = True,
+    ) -> None:
+        """Recompute the shown rows from the sorted order; keep the cursor on ``keep_entry``
+        (or on the entry at ``keep_position`` in :attr:`entries`, which is found faster).
+        ``prune=False`` when no shown row can have gone (a re-sort, more entries), which
+        saves checking the selection against every shown name."""
         idx = self._order
         if not self.show_hidden:
             idx = self._without_hidden(idx)
@@ -858,17 +882,19 @@ class FileList(ScrollView, can_focus=True):
         self._row_idx = idx
         self._rows = rows = _Rows(self._entries, idx, with_parent=not self._at_root)
         self.virtual_size = Size(0, len(rows))
-        if self._selected:
+        if prune and self._selected:
             shown = self._shown_names()
             if not self._selected <= shown:
                 self._selected &= shown
                 self._post_selection_changed()
         index = 0
-        if keep_entry is not None:
-            try:
+        try:
+            if keep_position is not None:
+                index = idx.index(keep_position) + (len(rows) - len(idx))
+            elif keep_entry is not None:
                 index = rows.index(keep_entry)
-            except ValueError:
-                index = 0
+        except ValueError:
+            index = 0
         self._move_cursor(index, center=center)
         self.post_message(self.ViewChanged(self))
 
@@ -879,8 +905,10 @@ class FileList(ScrollView, can_focus=True):
 
     def watch_sort_key(self) -> None:
         keep = self.cursor_entry
+        row = self.cursor - (len(self._rows) - len(self._row_idx))
+        position = self._row_idx[row] if 0 <= row < len(self._row_idx) else None
         self._sort()
-        self._rebuild_rows(keep_entry=keep)
+        self._rebuild_rows(keep_entry=keep, keep_position=position, prune=False)
         self._cursor_maybe_moved()
         self.refresh()
 
