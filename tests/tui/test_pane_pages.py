@@ -8,6 +8,7 @@ on the first page, so nothing depends on timing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Iterator
@@ -200,3 +201,27 @@ async def test_reread_keeps_the_old_listing_until_the_new_one_is_whole(big: Loca
         gate.open.set()
         await wait_for(pilot, lambda: pane.loading_path is None, "the reread")
         assert set(file_list.selected) == selected == {"F-00001.dat", "f-01998.dat"}
+
+
+async def test_a_server_without_pages_is_listed_the_seed_way(
+    big: Local, big_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same real server, with lsAsync as the seed declares it (no pageSize): it refuses
+    # the parameter, and the commander falls back to lsAsync + getRequestResult.
+    from jettui.server import dispatch, methods_server
+
+    async def seed_ls(call: Any, path: str, directory: bool | None = None, calculateHashType: str | None = None) -> Any:
+        return await methods_server.lsAsync(call, path, directory, calculateHashType)
+
+    spec = dispatch.METHODS["server.lsAsync"]
+    monkeypatch.setitem(dispatch.METHODS, "server.lsAsync", dataclasses.replace(spec, handler=seed_ls))
+    app = app_for(big[1])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await cursor_to(pilot, app, "big")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.left.path == "/big", "the listing")
+        assert len(app.left.file_list.entries) == TOTAL
+        assert names(app) == expected_order(big_tree)
+        conn = next(iter(app.backend.connections.values()))
+        assert conn.paged_ls is False
