@@ -34,9 +34,10 @@ from jettui.tui.widgets.path_bar import PaneStatus, PathBar
 
 __all__ = ["PaneSnapshot", "RemotePane", "basename"]
 
-#: Seconds between additions of a listing's later pages to the list while it loads: each
-#: costs a merge over the whole listing, so they are batched rather than done per page.
-EXTEND_INTERVAL = 0.5
+#: Seconds between additions of a listing's later pages to the list while it loads (when
+#: the cursor nears the rows loaded so far): each costs a merge over the whole listing, so
+#: they are batched rather than done per page.
+EXTEND_INTERVAL = 0.25
 
 
 def basename(path: str) -> str:
@@ -195,7 +196,7 @@ class RemotePane(Vertical):
         received: list[Entry] = []
         pending: list[Entry] = []
         first_cursor: Entry | None = None
-        flushed = 0.0
+        flushed = told = 0.0
         try:
             async with contextlib.aclosing(self.backend.ls_pages(site_key, path)) as pages:
                 async for page in pages:
@@ -213,7 +214,7 @@ class RemotePane(Vertical):
                         first_cursor = self.file_list.cursor_entry
                     else:
                         pending.extend(page.entries)
-                        if page.done or now - flushed >= EXTEND_INTERVAL:
+                        if page.done or (now - flushed >= EXTEND_INTERVAL and self._near_the_end()):
                             # The directory just left (Backspace) may come on a later page: go to
                             # it then, unless the user has moved the cursor meanwhile.
                             wanted = keep_cursor_on if self.file_list.cursor_entry is first_cursor else None
@@ -224,8 +225,9 @@ class RemotePane(Vertical):
                     if page.done:
                         self.loading_path = None
                         self.show_notice("")
-                    elif flushed == now:
-                        self._show_progress(path, len(self.file_list.entries), page.expected)
+                    elif now - told >= EXTEND_INTERVAL:
+                        self._show_progress(path, len(self.file_list.entries) + len(pending), page.expected)
+                        told = now
         except asyncio.CancelledError:
             timer.stop()  # superseded by a newer load, which shows its own state
             raise
@@ -241,6 +243,14 @@ class RemotePane(Vertical):
             else:
                 self.show_notice(Text(f"{exc.title}: ") + safe(str(exc)), error=True)
             return
+
+    def _near_the_end(self) -> bool:
+        """The cursor is within two screens of the last row loaded so far: the user is
+        heading for rows still on their way, so they are merged in now rather than at
+        the end (each merge costs a pass over the listing, taken from the server's
+        stat loop when the server is the embedded one)."""
+        file_list = self.file_list
+        return file_list.cursor >= len(file_list.rows) - 2 * max(1, file_list.size.height)
 
     def _show_progress(self, path: str, count: int, expected: int | None) -> None:
         if expected is not None and count >= expected:
