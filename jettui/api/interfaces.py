@@ -95,10 +95,11 @@ class AsyncServerInterface(_Interface):
 
     @remote("server.getRequestPage", timeout=_no_timeout)
     async def getRequestPage(
-        self, requestId: int | dict[str, Any], offset: int = 0, maxEntries: int = 10_000
+        self, requestId: int | dict[str, Any], offset: int = 0, maxEntries: int = 10_000, waitForEnd: bool = False
     ) -> dict[str, Any]:
         """Jettui extension: entries ``offset`` on of a progressive request (lsAsync with
-        ``pageSize``), waiting server-side until some are there or the request ended.
+        ``pageSize``), waiting server-side until some are there or the request ended
+        (``waitForEnd``: until it ended).
 
         Returns ``{"requestId", "offset", "files", "expected", "done"}``; read on from
         ``offset + len(files)`` until ``done``.  A failed request raises its error."""

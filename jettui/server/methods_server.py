@@ -273,7 +273,11 @@ async def lsAsync(
 
 @method("server.getRequestPage", auth=False)
 async def getRequestPage(
-    call: Call, requestId: int | dict[str, Any], offset: int = 0, maxEntries: int = DEFAULT_PAGE_ENTRIES
+    call: Call,
+    requestId: int | dict[str, Any],
+    offset: int = 0,
+    maxEntries: int = DEFAULT_PAGE_ENTRIES,
+    waitForEnd: bool = False,
 ) -> dict[str, Any]:
     """A page of a progressive request's result (jettui extension; lsAsync with pageSize).
 
@@ -281,7 +285,10 @@ async def getRequestPage(
     then answers ``{"requestId", "offset", "files", "expected", "done"}``: up to
     ``maxEntries`` entries from ``offset`` on, the number of entries the request expects
     (an upper bound, None until known), and whether ``files`` reaches the end of a
-    finished listing.  A failed request raises its error, as getRequestResult does."""
+    finished listing.  ``waitForEnd`` waits for the request to end first: a client that
+    has shown the first page reads the rest then, so that decoding it does not compete
+    with the listing for the CPU (and, with an embedded server, for the GIL: every stat
+    then hands it over).  A failed request raises its error, as getRequestResult does."""
     if offset < 0:
         raise CommandError(f"getRequestPage: offset must not be negative (got {offset})")
     if not 1 <= maxEntries <= MAX_PAGE_ENTRIES:
@@ -293,6 +300,8 @@ async def getRequestPage(
         raise CommandError(
             f"getRequestPage: request {rid} ({req.method}) has no pages; only lsAsync with pageSize publishes them"
         )
+    if waitForEnd:
+        await req.done.wait()
     await pages.wait_beyond(offset)
     if req.status == "error":
         raise construct_error(req.error_code, req.error_message)

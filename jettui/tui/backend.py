@@ -363,7 +363,10 @@ class Backend:
         conn.paged_ls = True
         offset = 0
         while True:
-            page = await conn.call(lambda api, at=offset: api.server.getRequestPage(request, at, LS_PAGE_MAX))
+            # After the first page, the rest is read once the server has it all: decoding
+            # pages while it still stats would take the CPU (with the embedded server, the
+            # GIL, handed over at every stat) from the listing itself.
+            page = await conn.call(lambda api, at=offset: api.server.getRequestPage(request, at, LS_PAGE_MAX, at > 0))
             files = page.get("files") if isinstance(page, dict) else None
             if not isinstance(files, list) or (not files and not page.get("done")):
                 raise CommandError(f"listing {path}: the server sent a malformed page")

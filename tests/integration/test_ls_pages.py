@@ -100,6 +100,22 @@ def test_first_page_then_the_rest(api: APIInterface, tmp_path: Path) -> None:
     assert names == sorted(names, key=str.casefold)
 
 
+def test_wait_for_end_answers_once_the_listing_is_whole(api: APIInterface, tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    make_dir(big, files=3_000, dirs=10)
+    request = api.server.lsAsync(str(big), pageSize=20)
+    first = api.server.getRequestPage(request, 0, 20)
+    rest = api.server.getRequestPage(request, len(first["files"]), 200_000, waitForEnd=True)
+    # Everything else in one answer: the request had ended before the page was cut.
+    assert rest["done"] and len(first["files"]) + len(rest["files"]) == 3_011
+    assert api.server.getRequestStatus(request)["status"] == "success"
+    with pytest.raises(CommandError, match="'waitForEnd' must be bool"):
+        api.server.getRequestPage(request, 0, 10, "yes")
+    failed = api.server.lsAsync(str(tmp_path / "missing"), pageSize=10)
+    with pytest.raises(CommandError, match="(?i)no such|not exist|not found"):
+        api.server.getRequestPage(failed, 0, 10, waitForEnd=True)
+
+
 def test_small_and_odd_listings(api: APIInterface, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     data = os.urandom(5_000)

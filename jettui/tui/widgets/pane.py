@@ -255,8 +255,9 @@ class RemotePane(Vertical):
     def _show_progress(self, path: str, count: int, expected: int | None) -> None:
         if expected is not None and count >= expected:
             return  # all there but the last word: not worth a flash of the notice line
-        of = f" of {expected:,}" if expected is not None else ""
-        self.show_notice(Text("loading ") + safe(path) + Text(f" … {count:,}{of} entries"))
+        # The server sends the rest when it has statted it all, so say what is coming.
+        total = f"{expected:,}" if expected is not None else "more"
+        self.show_notice(Text("loading ") + safe(path) + Text(f" … {count:,} of {total} entries"))
 
     def _show_listing(
         self, path: str, entries: list[Entry], at_root: bool, keep_cursor_on: str | None, keep_selection: bool
