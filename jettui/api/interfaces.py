@@ -99,6 +99,18 @@ class AsyncServerInterface(_Interface):
     @remote("server.getRequestResult", timeout=_no_timeout)
     async def getRequestResult(self, requestId: int | dict[str, Any]) -> Any: ...
 
+    @remote("server.getRequestPage", timeout=_no_timeout)
+    async def getRequestPage(
+        self, requestId: int | dict[str, Any], offset: int = 0, maxEntries: int = 10_000, waitForEnd: bool = False
+    ) -> dict[str, Any]:
+        """Jettui extension: entries ``offset`` on of a progressive request (lsAsync with
+        ``pageSize``), waiting server-side until some are there or the request ended
+        (``waitForEnd``: until it ended).
+
+        Returns ``{"requestId", "offset", "files", "expected", "done"}``; read on from
+        ``offset + len(files)`` until ``done``.  A failed request raises its error."""
+        ...
+
     # -- information -------------------------------------------------------------------
     @remote("server.echo")
     async def echo(self, text: str | None = None) -> str | None: ...
@@ -118,8 +130,17 @@ class AsyncServerInterface(_Interface):
     # -- files ---------------------------------------------------------------------------
     @remote("server.lsAsync")
     async def lsAsync(
-        self, path: str, directory: bool | None = None, calculateHashType: str | None = None
-    ) -> dict[str, Any]: ...
+        self,
+        path: str,
+        directory: bool | None = None,
+        calculateHashType: str | None = None,
+        pageSize: int | None = None,
+    ) -> dict[str, Any]:
+        """``pageSize`` (jettui extension, jettui servers only): list directories first, then
+        by case-folded name, and publish the first this many entries (then the rest in larger
+        pages) while the rest are still being read, for :meth:`getRequestPage`.  getRequestResult still gives the
+        whole listing."""
+        ...
 
     @remote("server.lsListAsync")
     async def lsListAsync(

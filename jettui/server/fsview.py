@@ -33,12 +33,14 @@ import ctypes
 import errno
 import functools
 import hashlib
+import heapq
+import operator
 import os
 import secrets
 import stat
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from jettui.constants import (
@@ -69,11 +71,20 @@ MAX_SYMLINKS = 40
 #: built whole in memory (about 1 KiB per entry by the time it is encoded), so a directory
 #: of tens of millions of entries is refused instead of exhausting memory.
 MAX_LS_ENTRIES = 2_000_000
+#: Entries per page of a progressive listing after the first (see FileSystemView.ls_paged).
+LATER_PAGES = 10_000
 #: Directory descriptors rm/du keep open on the way down; deeper levels are closed and
 #: re-entered through ".." (checked by device and inode) so depth never exhausts fds.
 FD_WINDOW = 64
 
 _READ_CHUNK = 1024 * 1024
+
+#: ``publish(entries, expected)``: hands a page of a progressive listing to the server loop.
+Publish = Callable[[list[dict[str, Any]], "int | None", bool], None]
+_DIRENTRY_STAT: Callable[[os.DirEntry[str]], os.stat_result] = functools.partial(
+    os.DirEntry.stat, follow_symlinks=False
+)
+_DIRENTRY_NAME = operator.attrgetter("name")
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOCTTY = getattr(os, "O_NOCTTY", 0)
@@ -507,15 +518,79 @@ class FileSystemView:
         }
 
     def _list_dir(self, fd: int, hash_type: str | None, vpath: VirtualPath) -> list[dict[str, Any]]:
-        """Entries of the directory open as ``fd``.  The hot path of ls: one fstatat per
-        entry and plain dicts, with access computed inline.  More than ``max_entries``
-        entries is a CommandError naming the limit, raised before more memory is used."""
+        """Entries of the directory open as ``fd``, in the order the directory gives them.
+        More than ``max_entries`` entries is a CommandError naming the limit, raised before
+        more memory is used."""
+        files: list[dict[str, Any]] = []
+        with os.scandir(fd) as entries:
+            self._add_entries(fd, entries, _DIRENTRY_STAT, _DIRENTRY_NAME, vpath, files)
+        self._add_hashes(fd, files, hash_type)
+        return files
+
+    def _list_dir_paged(
+        self, fd: int, hash_type: str | None, vpath: VirtualPath, page_size: int, publish: Publish
+    ) -> list[dict[str, Any]]:
+        """Entries of the directory open as ``fd``, directories first, then by case-folded
+        name, published ``page_size`` at a time as they are made (see :meth:`ls_paged`).
+
+        The names and types come from one ``getdents`` pass (no stat), so the first page
+        is out after that pass, a pick of its names and ``page_size`` stats, not after
+        100,000 stats."""
+        dirs: list[str] = []
+        others: list[str] = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)  # d_type: no syscall
+                except OSError:
+                    is_dir = False
+                (dirs if is_dir else others).append(entry.name)
+        expected = len(dirs) + len(others)
+        files: list[dict[str, Any]] = []
+        stat_of = functools.partial(os.stat, dir_fd=fd, follow_symlinks=False)
+
+        def add_page(names: list[str], last: bool) -> None:
+            done = len(files)
+            self._add_entries(fd, names, stat_of, str, vpath, files)
+            page = files[done:]
+            self._add_hashes(fd, page, hash_type)
+            publish(page, expected, last)
+
+        # The first page first: picking its names (nsmallest, equivalent to the head of the
+        # sort) is a fraction of sorting 100,000 names, which then overlaps the client.
+        fold = str.casefold
+        first = heapq.nsmallest(page_size, dirs, key=fold)
+        if len(first) < page_size:
+            first += heapq.nsmallest(page_size - len(first), others, key=fold)
+        add_page(first, len(first) == expected)
+        if len(first) == expected:
+            return files
+        dirs.sort(key=fold)
+        others.sort(key=fold)
+        names = dirs + others
+        # Later pages are bigger: fewer hand-overs to the event loop and to the client.
+        step = max(page_size, LATER_PAGES)
+        for start in range(len(first), len(names), step):
+            add_page(names[start : start + step], start + step >= len(names))
+        return files
+
+    def _add_entries(
+        self,
+        fd: int,
+        items: Iterable[Any],
+        stat_of: Callable[[Any], os.stat_result],
+        name_of: Callable[[Any], str],
+        vpath: VirtualPath,
+        files: list[dict[str, Any]],
+    ) -> None:
+        """Append the ls entries of ``items`` (dirents or names in ``fd``) to ``files``.
+        The hot path of ls: one fstatat per entry and plain dicts, with access computed
+        inline."""
         limit = self.max_entries
         readonly = _readonly(fd)
         root_override = self._root_override
         euid = self._euid
         no_write = ~ACCESS_WRITE if readonly else ~0
-        files: list[dict[str, Any]] = []
         append = files.append
         # Everything the loop touches is a local: global and attribute look-ups are a
         # measurable share of the per-entry cost at 100,000 entries.
@@ -524,45 +599,46 @@ class FileSystemView:
         regular = LS_TYPE_REGULAR
         directory = LS_TYPE_DIRECTORY
         faccess = _faccess
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed while we listed
-                mode = st.st_mode
-                kind = kind_of(mode & ifmt)
-                if kind is None:
-                    continue  # devices, FIFOs, sockets: not transferable, not in the seed's types
-                if len(files) >= limit:
-                    raise CommandError(
-                        f"cannot list {vpath.display()}: it has more than {limit} entries "
-                        f"(the server's max_ls_entries={limit}); list a subdirectory or raise the limit"
-                    )
-                name = entry.name
-                if root_override:
-                    bits = 7 if (mode & 0o111 or kind == directory) else 6
-                elif st.st_uid == euid:
-                    bits = (mode >> 6) & 7
-                else:
-                    bits = faccess(fd, name)
-                ns = st.st_mtime_ns
-                append(
-                    {
-                        "name": name,
-                        "type": kind,
-                        "size": st.st_size if kind == regular else 0,
-                        "mtime": ns // 1_000_000_000,
-                        "mtimeus": ns // 1000,
-                        "access": bits & no_write,
-                        "hash": "",
-                    }
+        for item in items:
+            try:
+                st = stat_of(item)
+            except FileNotFoundError:
+                continue  # removed while we listed
+            mode = st.st_mode
+            kind = kind_of(mode & ifmt)
+            if kind is None:
+                continue  # devices, FIFOs, sockets: not transferable, not in the seed's types
+            if len(files) >= limit:
+                raise CommandError(
+                    f"cannot list {vpath.display()}: it has more than {limit} entries "
+                    f"(the server's max_ls_entries={limit}); list a subdirectory or raise the limit"
                 )
+            name = name_of(item)
+            if root_override:
+                bits = 7 if (mode & 0o111 or kind == directory) else 6
+            elif st.st_uid == euid:
+                bits = (mode >> 6) & 7
+            else:
+                bits = faccess(fd, name)
+            ns = st.st_mtime_ns
+            append(
+                {
+                    "name": name,
+                    "type": kind,
+                    "size": st.st_size if kind == regular else 0,
+                    "mtime": ns // 1_000_000_000,
+                    "mtimeus": ns // 1000,
+                    "access": bits & no_write,
+                    "hash": "",
+                }
+            )
+
+    @staticmethod
+    def _add_hashes(fd: int, files: list[dict[str, Any]], hash_type: str | None) -> None:
         if hash_type is not None:
             for item in files:
                 if item["type"] == LS_TYPE_REGULAR:
                     item["hash"] = _hash_file(fd, item["name"], hash_type)
-        return files
 
     # -- listing ------------------------------------------------------------------------
 
@@ -603,6 +679,38 @@ class FileSystemView:
             raise self._error(exc, vpath, "list")
         finally:
             os.close(fd)
+
+    @_in_use
+    def ls_paged(
+        self, path: str, directory: bool, hash_type: str | None, page_size: int, publish: Publish
+    ) -> dict[str, Any]:
+        """:meth:`ls`, progressively (jettui extension, ``lsAsync`` with ``pageSize``).
+
+        The entries come directories first, then by case-folded name (a file manager's
+        default order, so a client shows the first page as it is); ``publish(entries,
+        expected, last)`` is called with the first ``page_size`` entries as soon as they
+        are statted, then with each further page (:data:`LATER_PAGES` entries or
+        ``page_size``, whichever is larger); ``expected`` is the number of names found (an
+        upper bound) and ``last`` marks the last page.  The return value is the whole
+        result, as :meth:`ls` gives it."""
+        hash_type = _check_hash_type(hash_type)
+        root, vpath = self._locate(path)
+        if not directory:
+            try:
+                fd = self._open(root, vpath.parts, _O_DIR)
+            except OSError as exc:
+                if exc.errno != errno.ENOTDIR or not vpath.parts:
+                    raise self._error(exc, vpath, "list")
+            else:
+                try:
+                    return {"path": path, "files": self._list_dir_paged(fd, hash_type, vpath, page_size, publish)}
+                except OSError as exc:
+                    raise self._error(exc, vpath, "list")
+                finally:
+                    os.close(fd)
+        files = [self._stat_entry(root, vpath, hash_type)]
+        publish(files, 1, True)
+        return {"path": path, "files": files}
 
     def _stat_entry(self, root: _Root, vpath: VirtualPath, hash_type: str | None) -> dict[str, Any]:
         """The entry of the path itself, not following a final symbolic link."""

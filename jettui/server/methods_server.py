@@ -17,9 +17,17 @@ from jettui.errors import CommandError, construct_error
 from jettui.server.core import now_us
 from jettui.server.dispatch import Call, method
 from jettui.server.fsview import FileSystemView
+from jettui.server.requests import PagedWork, Pages
 
 P = Permissions
 MAX_SLEEP_MS = 3_600_000
+#: Bounds of lsAsync's ``pageSize`` (jettui extension): entries on the first published page.
+MIN_PAGE_SIZE = 1
+MAX_PAGE_SIZE = 100_000
+#: getRequestPage's default and largest ``maxEntries``: about 75 bytes of msgpack per
+#: entry, so the default page is under 1 MB and decodes in a few milliseconds.
+DEFAULT_PAGE_ENTRIES = 10_000
+MAX_PAGE_ENTRIES = 200_000
 
 
 def _request_id(value: int | dict[str, Any]) -> int:
@@ -232,11 +240,79 @@ async def lsRootsAsync(call: Call) -> Work:
 
 
 @method("server.lsAsync", permission=P.BROWSE)
-async def lsAsync(call: Call, path: str, directory: bool | None = None, calculateHashType: str | None = None) -> Work:
+async def lsAsync(
+    call: Call,
+    path: str,
+    directory: bool | None = None,
+    calculateHashType: str | None = None,
+    pageSize: int | None = None,
+) -> Work | PagedWork:
+    """``pageSize`` is a jettui extension: see :meth:`FileSystemView.ls_paged` and
+    ``getRequestPage``.  Without it the listing is the seed's, in directory order."""
     hash_type = _hash_type(calculateHashType)
     if hash_type is not None:
         call.session.require_permission(call.method + " with calculateHashType", P.READ)
-    return _fs_work(call, "ls", path, bool(directory), hash_type)
+    if pageSize is None:
+        return _fs_work(call, "ls", path, bool(directory), hash_type)
+    if not MIN_PAGE_SIZE <= pageSize <= MAX_PAGE_SIZE:
+        raise CommandError(
+            f"lsAsync: pageSize must be from {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE} entries (got {pageSize})"
+        )
+    fs = _fs(call)
+    pages = Pages()
+    loop = asyncio.get_running_loop()
+
+    def publish(files: list[dict[str, Any]], expected: int | None, last: bool) -> None:
+        loop.call_soon_threadsafe(pages.publish, files, expected, last)
+
+    async def work() -> Any:
+        return await asyncio.to_thread(fs.ls_paged, path, bool(directory), hash_type, pageSize, publish)
+
+    return PagedWork(work, pages)
+
+
+@method("server.getRequestPage", auth=False)
+async def getRequestPage(
+    call: Call,
+    requestId: int | dict[str, Any],
+    offset: int = 0,
+    maxEntries: int = DEFAULT_PAGE_ENTRIES,
+    waitForEnd: bool = False,
+) -> dict[str, Any]:
+    """A page of a progressive request's result (jettui extension; lsAsync with pageSize).
+
+    Waits until the request has published more than ``offset`` entries or has finished,
+    then answers ``{"requestId", "offset", "files", "expected", "done"}``: up to
+    ``maxEntries`` entries from ``offset`` on, the number of entries the request expects
+    (an upper bound, None until known), and whether ``files`` reaches the end of a
+    finished listing.  ``waitForEnd`` waits for the request to end first: a client that
+    has shown the first page reads the rest then, so that decoding it does not compete
+    with the listing for the CPU (and, with an embedded server, for the GIL: every stat
+    then hands it over).  A failed request raises its error, as getRequestResult does."""
+    if offset < 0:
+        raise CommandError(f"getRequestPage: offset must not be negative (got {offset})")
+    if not 1 <= maxEntries <= MAX_PAGE_ENTRIES:
+        raise CommandError(f"getRequestPage: maxEntries must be from 1 to {MAX_PAGE_ENTRIES} (got {maxEntries})")
+    rid = _request_id(requestId)
+    req = call.server.requests.get(rid, _owners(call))
+    pages = req.pages
+    if pages is None:
+        raise CommandError(
+            f"getRequestPage: request {rid} ({req.method}) has no pages; only lsAsync with pageSize publishes them"
+        )
+    if waitForEnd:
+        await req.done.wait()
+    await pages.wait_beyond(offset)
+    if req.status == "error":
+        raise construct_error(req.error_code, req.error_message)
+    files = pages.items[offset : offset + maxEntries]
+    return {
+        "requestId": rid,
+        "offset": offset,
+        "files": files,
+        "expected": pages.expected,
+        "done": pages.finished and offset + len(files) >= len(pages.items),
+    }
 
 
 @method("server.lsListAsync", permission=P.BROWSE)

@@ -4,6 +4,11 @@ An ``...Async`` call registers a request and answers at once with its Request St
 the work runs as its own task and its result (or error) stays in the table for
 ``getRequestStatus`` / ``getRequestResult`` until garbage collection expires it.  Requests
 belong to the principal that made them: another user cannot read them.
+
+Progressive results (jettui extension): a request started with a :class:`Pages` buffer
+publishes its result's items while it runs (``lsAsync`` with ``pageSize``), and
+``getRequestPage`` reads them from an offset without waiting for the end.  The final
+result still arrives whole through ``getRequestResult``, so the seed calls are unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,52 @@ from jettui.errors import CommandError, JettuiError
 DEFAULT_RESULT_TTL = 3600.0
 
 
+class Pages:
+    """The items a progressive request has published so far, in their final order.
+
+    Only touched on the event loop: a worker thread publishes through
+    ``loop.call_soon_threadsafe(pages.publish, items)``.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.expected: int | None = None
+        """How many items the request expects to publish in all (an upper bound), once known."""
+        self.finished = False
+        """Nothing more will be published: the last page is in, or the request ended."""
+        self._changed = asyncio.Event()
+
+    def publish(self, items: list[Any], expected: int | None = None, last: bool = False) -> None:
+        """Add ``items``; ``last``: nothing more will come (the request is about to end)."""
+        self.items.extend(items)
+        if expected is not None:
+            self.expected = expected
+        if last:
+            self.finished = True
+        self._wake()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_beyond(self, offset: int) -> None:
+        """Return once more than ``offset`` items are published or nothing more will be."""
+        while len(self.items) <= offset and not self.finished:
+            await self._changed.wait()
+
+
+@dataclass
+class PagedWork:
+    """What a handler returns to run a progressive request: the work and its page buffer."""
+
+    run: Callable[[], Awaitable[Any]]
+    pages: Pages
+
+
 @dataclass
 class AsyncRequest:
     request_id: int
@@ -34,6 +85,8 @@ class AsyncRequest:
     finished: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    pages: Pages | None = None
+    """Set for a progressive request (see :class:`Pages`)."""
 
     def structure(self) -> dict[str, Any]:
         """The Request Structure."""
@@ -61,10 +114,13 @@ class RequestTable:
         self,
         method: str,
         owners: frozenset[str],
-        work: Callable[[], Awaitable[Any]],
+        work: Callable[[], Awaitable[Any]] | PagedWork,
         extra: dict[str, Any] | None = None,
     ) -> AsyncRequest:
-        req = AsyncRequest(next(self._ids), method, owners, self._clock(), extra=dict(extra or {}))
+        pages = None
+        if isinstance(work, PagedWork):
+            work, pages = work.run, work.pages
+        req = AsyncRequest(next(self._ids), method, owners, self._clock(), extra=dict(extra or {}), pages=pages)
         self._requests[req.request_id] = req
         task = asyncio.get_running_loop().create_task(self._run(req, work), name=f"request-{req.request_id}")
         self._tasks.add(task)
@@ -88,6 +144,8 @@ class RequestTable:
         finally:
             req.finished = self._clock()
             req.done.set()
+            if req.pages is not None:
+                req.pages.finish()
 
     def get(self, request_id: int, owners: frozenset[str] | None) -> AsyncRequest:
         """``owners=None`` sees every request (superusers)."""

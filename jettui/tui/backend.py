@@ -25,7 +25,8 @@ import contextlib
 import enum
 import logging
 import posixpath
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from textual.message import Message
@@ -41,7 +42,7 @@ from jettui.errors import CommandError, ConnectionLost, JettuiError, TimeoutErro
 from jettui.tui.messages import ConnectionChanged, ServerEvent, TransfersListed, TransferUpdated
 from jettui.tui.sites import Site
 
-__all__ = ["Backend", "ConnState", "Connection", "join_path", "parent_path"]
+__all__ = ["Backend", "ConnState", "Connection", "ListingPage", "join_path", "parent_path"]
 
 log = logging.getLogger("jettui.tui")
 
@@ -53,8 +54,27 @@ MONITOR_INTERVAL = 1.0
 TRANSFER_REFRESH = 2.0
 #: Keep-alive period: the server closes authenticated connections silent for 300 s.
 KEEPALIVE = 60.0
+#: Entries on the first page of a progressive listing (lsAsync ``pageSize``): a few screens'
+#: worth, statted by the server in a few milliseconds.
+LS_FIRST_PAGE = 1000
+#: Most entries fetched by one getRequestPage: under 1 MB, decoded in a few milliseconds,
+#: so the UI never stalls on one big reply.
+LS_PAGE_MAX = 10_000
 #: Reconnect back-off, in seconds.
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ListingPage:
+    """One piece of a directory listing (:meth:`Backend.ls_pages`)."""
+
+    entries: list[dict[str, Any]]
+    at_root: bool
+    """A root listing (lsRootsAsync): no ``..`` row."""
+    done: bool
+    """The last piece."""
+    expected: int | None
+    """How many entries the whole listing should have (an upper bound), if known."""
 
 
 class ConnState(enum.Enum):
@@ -119,6 +139,8 @@ class Connection:
         self.first_contact = False
         self.elevated = False
         """superuser() was called; repeated after a reconnect."""
+        self.paged_ls: bool | None = None
+        """The server lists in pages (lsAsync pageSize); None until asked."""
         self.transfers_supported: bool | None = None
         """None until getTransfers answered once; False while the server lacks it."""
         self._lock = asyncio.Lock()
@@ -315,6 +337,45 @@ class Backend:
             return list(result.get("files", [])), True
         result = await conn.request("lsAsync", path)
         return list(result.get("files", [])), False
+
+    async def ls_pages(self, key: str, path: str) -> AsyncIterator[ListingPage]:
+        """The entries of ``path`` as they arrive: a first page at once, then the rest.
+
+        On a jettui server this is lsAsync with ``pageSize`` and getRequestPage (a jettui
+        extension): the first page, in name order with directories first, is out after
+        the server has read the names and statted :data:`LS_FIRST_PAGE` entries.  Other
+        servers, and the root listing, give one page with everything.
+        """
+        conn = self.get(key)
+        if path == "" or conn.paged_ls is False:
+            entries, at_root = await self.ls(key, path)
+            yield ListingPage(entries, at_root, True, len(entries))
+            return
+        try:
+            request = await conn.call(lambda api: api.server.lsAsync(path, pageSize=LS_FIRST_PAGE))
+        except CommandError as exc:
+            if "pageSize" not in exc.message:
+                raise
+            conn.paged_ls = False  # not a jettui server (or an old one): the seed way
+            entries, at_root = await self.ls(key, path)
+            yield ListingPage(entries, at_root, True, len(entries))
+            return
+        conn.paged_ls = True
+        offset = 0
+        while True:
+            # After the first page, the rest is read once the server has it all: decoding
+            # pages while it still stats would take the CPU (with the embedded server, the
+            # GIL, handed over at every stat) from the listing itself.
+            page = await conn.call(lambda api, at=offset: api.server.getRequestPage(request, at, LS_PAGE_MAX, at > 0))
+            files = page.get("files") if isinstance(page, dict) else None
+            if not isinstance(files, list) or (not files and not page.get("done")):
+                raise CommandError(f"listing {path}: the server sent a malformed page")
+            offset += len(files)
+            expected = page.get("expected")
+            done = bool(page.get("done"))
+            yield ListingPage(files, False, done, expected if type(expected) is int else None)
+            if done:
+                return
 
     async def stat(self, key: str, path: str, hash_type: str | None = None) -> dict[str, Any]:
         """The entry of ``path`` itself (lsListAsync statOnly), with a hash when asked."""

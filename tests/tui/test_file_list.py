@@ -438,6 +438,42 @@ async def test_set_entries_keeps_cursor_and_optionally_selection() -> None:
         assert file_list.selected == frozenset()
 
 
+async def test_extend_entries_merges_and_keeps_cursor_screen_line_and_selection() -> None:
+    app = FileListApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        file_list = left(app)
+        # The first page of a listing, in the server's order; the rest comes later.
+        first = [make_entry(f"b{i:02d}", size=i) for i in range(0, 40, 2)]
+        rest = [make_entry(f"b{i:02d}", size=i) for i in range(1, 40, 2)]
+        rest += [make_entry("a-dir", LS_TYPE_DIRECTORY), make_entry("zz", size=1)]
+        file_list.set_entries(first, at_root=False)
+        await press(pilot, "end")
+        file_list.select_pattern("b1*")
+        cursor_name = file_list.cursor_entry["name"]
+        screen_line = file_list.cursor - round(file_list.scroll_y)
+        selected = file_list.selected
+        await pilot.pause()
+        app.messages.clear()
+        file_list.extend_entries(rest)
+        await pilot.pause()
+        assert len(file_list.entries) == 42
+        assert names(file_list) == ["..", "a-dir", *(f"b{i:02d}" for i in range(40)), "zz"]
+        assert file_list.cursor_entry["name"] == cursor_name
+        assert file_list.cursor - round(file_list.scroll_y) == screen_line
+        assert file_list.selected == selected
+        assert not recorded(app, FileList.SelectionChanged)  # nothing was lost
+        # Sort keys computed before an extension are recomputed with it.
+        await press(pilot, "s")
+        file_list.extend_entries([make_entry("big", size=10**9), make_entry("tiny", size=0)])
+        assert names(file_list)[:3] == ["..", "a-dir", "b00"] and names(file_list)[-1] == "big"
+        assert names(file_list).index("tiny") == 3  # size 0, after b00 by name
+        # keep_cursor_on: the directory just left arriving on a later page.
+        file_list.extend_entries([make_entry("came-from", LS_TYPE_DIRECTORY)], keep_cursor_on="came-from")
+        assert file_list.cursor_entry["name"] == "came-from"
+        file_list.extend_entries([])  # nothing new: nothing changes
+        assert file_list.cursor_entry["name"] == "came-from"
+
+
 async def test_malformed_entries_do_not_break_the_list() -> None:
     app = FileListApp()
     async with app.run_test(size=(80, 24)) as pilot:

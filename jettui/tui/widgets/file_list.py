@@ -282,6 +282,9 @@ def _is_dir_type(kind: int) -> bool:
 # C-level accessors for the 100k-entry paths (map() over these avoids Python frames).
 _GET_NAME: Final = operator.itemgetter("name")
 _GET_TYPE: Final = operator.itemgetter("type")
+_GET_SIZE: Final = operator.itemgetter("size")
+_GET_MTIME: Final = operator.itemgetter("mtime")
+_GET_MTIMEUS: Final = operator.itemgetter("mtimeus")
 
 
 def _name(entry: Entry) -> str:
@@ -299,6 +302,62 @@ def _mtime(entry: Entry) -> float:
     mtimeus = entry.get("mtimeus")
     seconds = mtime if isinstance(mtime, int | float) else 0
     return seconds + (mtimeus / 1e6 if isinstance(mtimeus, int) and 0 <= mtimeus < 1_000_000 else 0)
+
+
+def _columns(entries: Iterable[Entry]) -> tuple[list[Entry], list[str], list[str], list[bool]]:
+    """Entries, names, case-folded names and directory flags, built with C-level map()
+    so that 100k entries take milliseconds; malformed entries are dropped or defused."""
+    entries = list(entries)
+    try:
+        names: list[Any] = list(map(_GET_NAME, entries))
+        types: list[Any] = list(map(_GET_TYPE, entries))
+    except (KeyError, TypeError):  # a malformed reply: take the careful path
+        entries = [e for e in entries if isinstance(e, Mapping)]
+        names = [e.get("name") for e in entries]
+        types = [e.get("type") for e in entries]
+    if not set(map(type, names)) <= {str}:
+        names = [n if isinstance(n, str) else "" for n in names]
+    try:
+        dir_types = {t for t in set(types) if isinstance(t, int) and _is_dir_type(t)}
+        isdir = list(map(dir_types.__contains__, types))
+    except TypeError:  # an unhashable "type" value: take the slow, careful way
+        isdir = [isinstance(t, int) and _is_dir_type(t) for t in types]
+    return entries, names, list(map(str.casefold, names)), isdir
+
+
+def _not_hidden(names: Iterable[str]) -> list[bool]:
+    return list(map(operator.not_, map(str.startswith, names, repeat("."))))
+
+
+def _size_keys(entries: list[Entry]) -> list[int]:
+    """The size sort keys; C-level when every size is a plain int (the usual case)."""
+    try:
+        sizes = list(map(_GET_SIZE, entries))
+    except KeyError:
+        return list(map(_size, entries))
+    return sizes if set(map(type, sizes)) <= {int} else list(map(_size, entries))
+
+
+def _mtime_keys(entries: list[Entry]) -> list[int] | list[float]:
+    """The time sort keys, as :func:`_mtime` gives them; C-level in the usual cases."""
+    try:
+        mtimes = list(map(_GET_MTIME, entries))
+        micros = list(map(_GET_MTIMEUS, entries))
+    except KeyError:
+        return list(map(_mtime, entries))
+    if not (set(map(type, mtimes)) <= {int} and set(map(type, micros)) <= {int}):
+        return list(map(_mtime, entries))
+    if not micros or min(micros) >= 1_000_000 or (min(micros) == 0 and max(micros) == 0):
+        # Microseconds since the epoch (jettui servers), ignored by _mtime, or none at all:
+        # the seconds alone.  Keys made relative to the oldest fit one 30-bit digit, which
+        # CPython's sort compares about a third faster than epoch seconds (> 2**30).
+        oldest = min(mtimes, default=0)
+        if max(mtimes, default=0) - oldest < 1 << 30:
+            return list(map(operator.sub, mtimes, repeat(oldest)))
+        return mtimes
+    if max(micros) < 1_000_000 and min(micros) >= 0:
+        return list(map(operator.add, mtimes, map(operator.truediv, micros, repeat(1e6))))
+    return list(map(_mtime, entries))
 
 
 @dataclass(frozen=True, slots=True)
@@ -521,9 +580,14 @@ class FileList(ScrollView, can_focus=True):
         self._sorted_by_name: list[Entry] | None = None
         # Computed on first use only (most listings are never sorted by size or time).
         self._visible_cache: list[bool] | None = None
+        self._all_visible = False
+        """No entry is hidden (valid while ``_visible_cache`` is set)."""
         self._size_keys: list[int] | None = None
         self._mtime_keys: list[float] | None = None
         self._by_name_cache: dict[str, Entry] | None = None
+        # Orders by size and time already computed for this listing, by (key, reverse), so
+        # cycling the sort back costs no sort.
+        self._orders: dict[tuple[SortKey, bool], list[int]] = {}
         self._order: list[int] = []
         self._row_idx: list[int] = []
         self._rows = _Rows([], [], with_parent=not at_root)
@@ -616,27 +680,12 @@ class FileList(ScrollView, can_focus=True):
             keep_selection: Keep selected names that still exist and are shown (a reread,
                 Ctrl+R); by default a new listing starts with an empty selection.
         """
-        self._entries = entries = list(entries)
         self._at_root = at_root
-        try:
-            names: list[Any] = list(map(_GET_NAME, entries))
-            types: list[Any] = list(map(_GET_TYPE, entries))
-        except (KeyError, TypeError):  # a malformed reply: take the careful path
-            self._entries = entries = [e for e in entries if isinstance(e, Mapping)]
-            names = [e.get("name") for e in entries]
-            types = [e.get("type") for e in entries]
-        if not set(map(type, names)) <= {str}:
-            names = [n if isinstance(n, str) else "" for n in names]
-        self._names = names
-        self._folded = list(map(str.casefold, names))
-        try:
-            dir_types = {t for t in set(types) if isinstance(t, int) and _is_dir_type(t)}
-            self._isdir = list(map(dir_types.__contains__, types))
-        except TypeError:  # an unhashable "type" value: take the slow, careful way
-            self._isdir = [isinstance(t, int) and _is_dir_type(t) for t in types]
-        self._size_keys = self._mtime_keys = self._by_name_cache = self._visible_cache = None
+        self._entries, self._names, self._folded, self._isdir = _columns(entries)
+        self._invalidate_keys()
         self._row_cache.clear()
         self._sort()
+        entries, names = self._entries, self._names
         old_selection = self._selected
         self._selected = set()
         keep_entry: Entry | None = None
@@ -648,6 +697,61 @@ class FileList(ScrollView, can_focus=True):
         self._cursor_maybe_moved()
         if old_selection or self._selected:
             self._post_selection_changed()
+        self.refresh()
+
+    def extend_entries(self, entries: Sequence[Entry], keep_cursor_on: str | None = None) -> None:
+        """Add entries to the listing: the rest of a listing that arrives in pages.
+
+        The cursor stays on its entry and on its line of the screen, and the selection is
+        kept.  Entries that come in the list's name order (as the pages of lsAsync with
+        ``pageSize`` do) cost a merge, not a sort.
+
+        Args:
+            entries: More ls entries of the same directory.
+            keep_cursor_on: Move the cursor to the entry with this name if it is among the
+                new entries (the directory just left, when it was not on the first page).
+        """
+        new, new_names, new_folded, new_isdir = _columns(entries)
+        if not new:
+            return
+        keep = self.cursor_entry
+        screen_line = self.cursor - round(self.scroll_y)
+        old = self._entries
+        base = len(old)
+        # New lists, not in-place appends: snapshots and _Rows views keep the old ones.
+        self._entries = self._entries + new
+        self._names = self._names + new_names
+        self._folded = self._folded + new_folded
+        self._isdir = self._isdir + new_isdir
+        added = range(base, base + len(new))
+        key = self._folded.__getitem__
+        # Two sorted runs: timsort merges them in linear time (galloping when, as usual,
+        # every new name sorts after the old ones).
+        if self._sorted_by_name is old:
+            new_dirs = sorted(compress(added, new_isdir), key=key)
+            new_files = sorted(compress(added, map(operator.not_, new_isdir)), key=key)
+            self._dirs_by_name = sorted(self._dirs_by_name + new_dirs, key=key)
+            self._files_by_name = sorted(self._files_by_name + new_files, key=key)
+            self._sorted_by_name = self._entries
+        if self._visible_cache is not None:
+            more = _not_hidden(new_names)
+            self._visible_cache = self._visible_cache + more
+            self._all_visible = self._all_visible and False not in more
+        if self._by_name_cache is not None:
+            self._by_name_cache.update(zip(new_names, new, strict=True))
+        self._size_keys = self._mtime_keys = None
+        self._orders.clear()
+        self._sort()
+        if keep_cursor_on is not None and keep_cursor_on in new_names:
+            keep = new[new_names.index(keep_cursor_on)]
+            screen_line = -1
+        self._rebuild_rows(keep_entry=keep, center=False, prune=False)
+        if screen_line >= 0:
+            # Rows may have come in above the cursor: keep it on the same line of the screen
+            # (force: the scroll bar a short list just outgrew is not laid out yet).
+            self.scroll_to(y=max(0, self.cursor - screen_line), animate=False, immediate=True, force=True)
+        self._scroll_cursor_into_view(center=screen_line < 0)
+        self._cursor_maybe_moved()
         self.refresh()
 
     # -- selection -------------------------------------------------------------------------
@@ -711,18 +815,28 @@ class FileList(ScrollView, can_focus=True):
         if self.sort_key == "name":
             self._order = dirs[::-1] + files[::-1] if reverse else dirs + files
             return
+        cached = self._orders.get((self.sort_key, reverse))
+        if cached is not None:
+            self._order = cached
+            return
         if self.sort_key == "size":
             if self._size_keys is None:
-                self._size_keys = list(map(_size, self._entries))
+                self._size_keys = _size_keys(self._entries)
             keys: list[int] | list[float] = self._size_keys
         else:
             if self._mtime_keys is None:
-                self._mtime_keys = list(map(_mtime, self._entries))
+                self._mtime_keys = _mtime_keys(self._entries)
             keys = self._mtime_keys
         # Stable sorts: name order is the tie-break (also with reverse=True).
         self._order = sorted(dirs, key=keys.__getitem__, reverse=reverse) + sorted(
             files, key=keys.__getitem__, reverse=reverse
         )
+        self._orders[(self.sort_key, reverse)] = self._order
+
+    def _invalidate_keys(self) -> None:
+        """Forget everything computed from the previous listing's entries."""
+        self._size_keys = self._mtime_keys = self._by_name_cache = self._visible_cache = None
+        self._orders.clear()
 
     def _without_hidden(self, order: list[int]) -> list[int]:
         if self.sort_key == "name" and not self.sort_reverse:
@@ -735,15 +849,29 @@ class FileList(ScrollView, can_focus=True):
             files_from = bisect_left(order, ".", split, key=key)
             files_to = bisect_left(order, "/", files_from, key=key)
             return order[:dirs_from] + order[dirs_to:files_from] + order[files_to:]
-        return list(compress(order, map(self._visible().__getitem__, order)))
+        visible = self._visible()
+        if self._all_visible:
+            return order  # no dotfiles at all (common in big directories): nothing to drop
+        return list(compress(order, map(visible.__getitem__, order)))
 
     def _visible(self) -> list[bool]:
         if self._visible_cache is None:
-            self._visible_cache = list(map(operator.not_, map(str.startswith, self._names, repeat("."))))
+            self._visible_cache = _not_hidden(self._names)
+            self._all_visible = False not in self._visible_cache
         return self._visible_cache
 
-    def _rebuild_rows(self, keep_entry: Entry | None) -> None:
-        """Recompute the shown rows from the sorted order; keep the cursor on ``keep_entry``."""
+    def _rebuild_rows(
+        self,
+        keep_entry: Entry | None,
+        *,
+        center: bool = True,
+        keep_position: int | None = None,
+        prune: bool = True,
+    ) -> None:
+        """Recompute the shown rows from the sorted order; keep the cursor on ``keep_entry``
+        (or on the entry at ``keep_position`` in :attr:`entries`, which is found faster).
+        ``prune=False`` when no shown row can have gone (a re-sort, more entries), which
+        saves checking the selection against every shown name."""
         idx = self._order
         if not self.show_hidden:
             idx = self._without_hidden(idx)
@@ -754,18 +882,20 @@ class FileList(ScrollView, can_focus=True):
         self._row_idx = idx
         self._rows = rows = _Rows(self._entries, idx, with_parent=not self._at_root)
         self.virtual_size = Size(0, len(rows))
-        if self._selected:
+        if prune and self._selected:
             shown = self._shown_names()
             if not self._selected <= shown:
                 self._selected &= shown
                 self._post_selection_changed()
         index = 0
-        if keep_entry is not None:
-            try:
+        try:
+            if keep_position is not None:
+                index = idx.index(keep_position) + (len(rows) - len(idx))
+            elif keep_entry is not None:
                 index = rows.index(keep_entry)
-            except ValueError:
-                index = 0
-        self._move_cursor(index, center=True)
+        except ValueError:
+            index = 0
+        self._move_cursor(index, center=center)
         self.post_message(self.ViewChanged(self))
 
     def _refilter(self) -> None:
@@ -775,8 +905,10 @@ class FileList(ScrollView, can_focus=True):
 
     def watch_sort_key(self) -> None:
         keep = self.cursor_entry
+        row = self.cursor - (len(self._rows) - len(self._row_idx))
+        position = self._row_idx[row] if 0 <= row < len(self._row_idx) else None
         self._sort()
-        self._rebuild_rows(keep_entry=keep)
+        self._rebuild_rows(keep_entry=keep, keep_position=position, prune=False)
         self._cursor_maybe_moved()
         self.refresh()
 

@@ -11,6 +11,8 @@ line and keeps showing the last listing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +33,11 @@ from jettui.tui.widgets.file_list import PARENT_ENTRY, Entry, FileList
 from jettui.tui.widgets.path_bar import PaneStatus, PathBar
 
 __all__ = ["PaneSnapshot", "RemotePane", "basename"]
+
+#: Seconds between additions of a listing's later pages to the list while it loads (when
+#: the cursor nears the rows loaded so far): each costs a merge over the whole listing, so
+#: they are batched rather than done per page.
+EXTEND_INTERVAL = 0.25
 
 
 def basename(path: str) -> str:
@@ -181,8 +188,46 @@ class RemotePane(Vertical):
     async def _load(self, site_key: str, path: str, keep_cursor_on: str | None, keep_selection: bool) -> None:
         # Only show "loading" if the answer is slow, so fast listings do not flicker.
         timer = self.set_timer(0.15, lambda: self.show_notice(Text("loading ") + safe(path or "roots") + Text(" …")))
+        # A reread keeps showing the old listing until the new one is whole, so the
+        # selection and cursor are carried over once; a new directory is shown from its
+        # first page on, and the rest is added as it arrives (FileList.extend_entries).
+        whole_first = keep_selection and path == self.path and self.loaded
+        shown = False
+        received: list[Entry] = []
+        pending: list[Entry] = []
+        first_cursor: Entry | None = None
+        flushed = told = 0.0
         try:
-            entries, at_root = await self.backend.ls(site_key, path)
+            async with contextlib.aclosing(self.backend.ls_pages(site_key, path)) as pages:
+                async for page in pages:
+                    if site_key != self.site_key:
+                        timer.stop()
+                        return  # the pane was re-bound while this listing was on its way
+                    if not shown and whole_first and not page.done:
+                        received.extend(page.entries)
+                        continue
+                    now = time.monotonic()
+                    if not shown:
+                        timer.stop()
+                        self._show_listing(path, received + page.entries, page.at_root, keep_cursor_on, keep_selection)
+                        shown, flushed = True, now
+                        first_cursor = self.file_list.cursor_entry
+                    else:
+                        pending.extend(page.entries)
+                        if page.done or (now - flushed >= EXTEND_INTERVAL and self._near_the_end()):
+                            # The directory just left (Backspace) may come on a later page: go to
+                            # it then, unless the user has moved the cursor meanwhile.
+                            wanted = keep_cursor_on if self.file_list.cursor_entry is first_cursor else None
+                            self.file_list.extend_entries(pending, keep_cursor_on=wanted)
+                            first_cursor = self.file_list.cursor_entry if wanted else first_cursor
+                            pending, flushed = [], now
+                            self.status.sync(self.file_list)
+                    if page.done:
+                        self.loading_path = None
+                        self.show_notice("")
+                    elif now - told >= EXTEND_INTERVAL:
+                        self._show_progress(path, len(self.file_list.entries) + len(pending), page.expected)
+                        told = now
         except asyncio.CancelledError:
             timer.stop()  # superseded by a newer load, which shows its own state
             raise
@@ -190,16 +235,34 @@ class RemotePane(Vertical):
             timer.stop()
             self.loading_path = None
             self.last_error = str(exc)
-            if self.loaded:
+            if shown:
+                self.show_notice(Text("listing incomplete: ") + safe(str(exc)), error=True)
+            elif self.loaded:
                 self.show_notice("")
                 self.app.push_screen(ErrorModal.from_exception(exc, f"cannot list {path or 'the roots'}"))
             else:
                 self.show_notice(Text(f"{exc.title}: ") + safe(str(exc)), error=True)
             return
-        timer.stop()
-        if site_key != self.site_key:
-            return  # the pane was re-bound while this listing was on its way
-        self.loading_path = None
+
+    def _near_the_end(self) -> bool:
+        """The cursor is within two screens of the last row loaded so far: the user is
+        heading for rows still on their way, so they are merged in now rather than at
+        the end (each merge costs a pass over the listing, taken from the server's
+        stat loop when the server is the embedded one)."""
+        file_list = self.file_list
+        return file_list.cursor >= len(file_list.rows) - 2 * max(1, file_list.size.height)
+
+    def _show_progress(self, path: str, count: int, expected: int | None) -> None:
+        if expected is not None and count >= expected:
+            return  # all there but the last word: not worth a flash of the notice line
+        # The server sends the rest when it has statted it all, so say what is coming.
+        total = f"{expected:,}" if expected is not None else "more"
+        self.show_notice(Text("loading ") + safe(path) + Text(f" … {count:,} of {total} entries"))
+
+    def _show_listing(
+        self, path: str, entries: list[Entry], at_root: bool, keep_cursor_on: str | None, keep_selection: bool
+    ) -> None:
+        """Switch the pane to ``path`` with ``entries`` (the whole listing or its first page)."""
         self.last_error = ""
         self.show_notice("")
         same_dir = path == self.path and self.loaded
