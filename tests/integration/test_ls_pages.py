@@ -171,9 +171,8 @@ def test_page_size_is_checked(api: APIInterface, tmp_path: Path, kwargs: dict[st
     with pytest.raises(CommandError, match=message):
         api.server.lsAsync(str(tmp_path), **kwargs)
     # The same checks on the server, for clients that skip the client-side ones.
-    run = api._portal.run
     with pytest.raises(CommandError, match=message):
-        run(api.async_api.client.call("server.lsAsync", {"path": str(tmp_path), **kwargs}))
+        api.client.request("server.lsAsync", {"path": str(tmp_path), **kwargs})
 
 
 def test_get_request_page_is_checked(api: APIInterface, server: ServerThread, tmp_path: Path) -> None:
