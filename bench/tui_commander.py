@@ -32,8 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jettui.api import connect  # noqa: E402
-from jettui.server.config import ServerConfig  # noqa: E402
-from jettui.server.embedded import EmbeddedServer  # noqa: E402
+from jettui.server.embedded import EmbeddedProcess  # noqa: E402
 from jettui.tui import make_app  # noqa: E402
 from jettui.tui.app import JettuiApp  # noqa: E402
 
@@ -197,8 +196,8 @@ async def run(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         make_tree(root, args.entries, args.transfer_mb)
         print(f"tree: {args.entries:,} entries made in {time.perf_counter() - t0:.1f} s")
-        config = ServerConfig(api_port=0, recv_port=0, recv_host="127.0.0.1", sandbox_dir=root, server_name="bench")
-        server = EmbeddedServer(config)
+        # As the commander runs it: in a child process (see jettui.server.embedded).
+        server = EmbeddedProcess(sandbox_dir=root, server_name="bench")
         info = server.start()
         try:
             app = make_app(embedded=info, path="/")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from jettui.api.trust import config_dir
 from jettui.errors import JettuiError
-from jettui.server.embedded import EmbeddedInfo, EmbeddedServer
+from jettui.server.embedded import EmbeddedInfo, EmbeddedProcess
 from jettui.tui.sites import Site, SiteStore, parse_target
 
 if TYPE_CHECKING:
@@ -77,18 +78,21 @@ def make_app(
 def run_commander(target: str | None = None, *, left: str | None = None, right: str | None = None) -> int:
     """``jettui [TARGET] [--left X] [--right Y]``: run the commander until it quits.
 
-    With no server at all, an embedded server is started for the panes and stopped on exit;
-    both panes open in the current directory.
+    With no server at all, an embedded server is started for the panes (in a child process,
+    logging to ``<config dir>/embedded.log``) and stopped on exit; both panes open in the
+    current directory.
     """
     try:
         left_site = _site(left or target)
         right_site = _site(right or target)
     except JettuiError as exc:
         raise SystemExit(f"jettui: {exc}") from None
-    server: EmbeddedServer | None = None
+    server: EmbeddedProcess | None = None
     info: EmbeddedInfo | None = None
     if left_site is None or right_site is None:
-        server = EmbeddedServer()
+        log_dir = config_dir()
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        server = EmbeddedProcess(log_path=str(log_dir / "embedded.log"))
         info = server.start()
     try:
         app = make_app(left_site, right_site, embedded=info, path=os.getcwd())
