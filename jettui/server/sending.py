@@ -372,7 +372,7 @@ class SendManager:
 
         async def build() -> None:
             try:
-                entries = await asyncio.to_thread(build_manifest, fs, mappings, SYMLINKS_FOLLOW)
+                entries = await asyncio.to_thread(build_manifest, fs, mappings, SYMLINKS_FOLLOW, digests=False)
             except Exception as exc:  # CommandError, or an OSError the builder did not map
                 message = exc.message if isinstance(exc, CommandError) else f"{exc.__class__.__name__}: {exc}"
                 record.update(status=MANIFEST_STATUS_ERROR, processing=False, errorMessage=message)
@@ -754,7 +754,7 @@ class SendManager:
         run.fs = FileSystemView(m.get("_roots"))
         if t["symlinks"] == SYMLINKS_IGNORE:
             # Manifests follow symlinks; this transfer leaves them out, so list the files again.
-            manifest = await asyncio.to_thread(build_manifest, run.fs, m["_mappings"], SYMLINKS_IGNORE)
+            manifest = await asyncio.to_thread(build_manifest, run.fs, m["_mappings"], SYMLINKS_IGNORE, digests=False)
             entries, sources = list(manifest), list(manifest.src_paths)
         else:
             entries, sources = self._entries(m["manifestId"]), m.get("_sources") or []
@@ -843,7 +843,7 @@ class SendManager:
     async def _restart_changed(self, t: dict[str, Any], m: dict[str, Any], run: Running) -> None:
         """A source file changed while it was sent: rebuild the manifest and start over."""
         assert run.fs is not None
-        entries = await asyncio.to_thread(build_manifest, run.fs, m["_mappings"], SYMLINKS_FOLLOW)
+        entries = await asyncio.to_thread(build_manifest, run.fs, m["_mappings"], SYMLINKS_FOLLOW, digests=False)
         m["_sources"] = list(entries.src_paths)
         self._save_manifest(m, entries)
         self.state.execute("UPDATE transfers SET checkpoint = NULL WHERE transfer_id = ?", (t["transferId"],))

@@ -4,11 +4,13 @@ Every datagram starts with an 18-byte header that is also the AEAD associated da
 
     0      1      2                 10                18
     +------+------+-----------------+-----------------+---------------------+-----+
-    | 0xA1 | type | session id (8)  | packet num (8)  | payload ...         | tag |
+    | 0xA2 | type | session id (8)  | packet num (8)  | payload ...         | tag |
     +------+------+-----------------+-----------------+---------------------+-----+
 
-``0xA1`` is a magic nibble (0xA) and the protocol version (1).  The tag is 16 bytes for
-every cipher level except NONE (and HELLO / HELLO_REPLY carry their own handshake tag).
+``0xA2`` is a magic nibble (0xA) and the protocol version (2: manifests may carry no
+digest and ``eof`` brings each file's SHA-256; a version-1 peer's datagrams are dropped
+as unknown).  The tag is 16 bytes for every cipher level except NONE (and HELLO /
+HELLO_REPLY carry their own handshake tag).
 The payloads, all big-endian:
 
 * HELLO (sender -> receiver, plaintext): sender static key (32), sender ephemeral key
@@ -63,6 +65,7 @@ __all__ = [
     "encode_ack",
     "encode_control",
     "encode_control_ack",
+    "data_parts",
     "encode_data",
     "encode_header",
     "encode_hello",
@@ -89,7 +92,7 @@ class PacketType(enum.IntEnum):
 
 _TYPES = frozenset(int(t) for t in PacketType)
 
-MAGIC_VERSION = 0xA1
+MAGIC_VERSION = 0xA2
 HEADER = struct.Struct("!BBQQ")
 HEADER_SIZE = HEADER.size
 #: AEAD / handshake tag length.
@@ -205,14 +208,19 @@ def decode_hello_reply(payload: bytes | memoryview) -> HelloReply:
 
 
 # -- data ----------------------------------------------------------------------------------
-def encode_data(send_time: float, blocks: list[tuple[int, int, bytes]]) -> bytes:
+def encode_data(send_time: float, blocks: list[tuple[int, int, bytes | memoryview]]) -> bytes:
     """DATA payload from ``(file_index, block_number, data)`` triples."""
-    parts: list[bytes] = [_F64.pack(send_time)]
+    return b"".join(data_parts(send_time, blocks))
+
+
+def data_parts(send_time: float, blocks: list[tuple[int, int, bytes | memoryview]]) -> list[bytes | memoryview]:
+    """:func:`encode_data` as the list of pieces to concatenate (the caller seals them in one copy)."""
+    parts: list[bytes | memoryview] = [_F64.pack(send_time)]
     pack = BLOCK_HEADER.pack
     for f, b, d in blocks:
         parts.append(pack(f, b, len(d)))
         parts.append(d)
-    return b"".join(parts)
+    return parts
 
 
 def decode_data(payload: bytes | memoryview) -> tuple[float, list[tuple[int, int, memoryview]]]:

@@ -797,17 +797,19 @@ class FileWriter:
             os.close(parent)
 
     # -- finishing -------------------------------------------------------------------------------------
-    def finish_file(self, file_index: int) -> tuple[bool, str]:
-        """Verify and install one complete file (the answer to ``FileReceived``).
+    def finish_file(self, file_index: int, digest: bytes = b"") -> tuple[bool, str]:
+        """Verify and install one complete file (the answer to ``FileReceived``), against
+        ``digest`` (the event's) or else the manifest's.
 
         Returns ``(ok, message)`` for ``Receiver.file_verified``.  On a digest mismatch the
         part-file and sidecar are removed (a retry starts clean) and nothing is renamed.
         Blocking.
         """
-        return self.finish_files([file_index])[0]
+        return self.finish_files([file_index], [digest])[0]
 
-    def finish_files(self, indices: Sequence[int]) -> list[tuple[bool, str]]:
-        """:meth:`finish_file` for several files at once, in the same order.
+    def finish_files(self, indices: Sequence[int], digests: Sequence[bytes] | None = None) -> list[tuple[bool, str]]:
+        """:meth:`finish_file` for several files at once, in the same order (``digests``
+        likewise, an empty one meaning the manifest's).
 
         The same steps with the syncs batched: every file is verified, then their data is
         made durable with one ``syncfs`` per filesystem (instead of an fsync per file), then
@@ -817,6 +819,7 @@ class FileWriter:
         """
         results: dict[int, tuple[bool, str]] = {}
         owned: list[tuple[_File, int | None]] = []
+        expected = dict(zip(indices, digests, strict=True)) if digests is not None else {}
         with self._lock:
             for index in indices:
                 f = self._files[index]
@@ -847,7 +850,7 @@ class FileWriter:
                     if parent is None:
                         parent = parents[f.vparent] = self._fs.open_dir_for_write(f.vparent, create=True)
                     handed, fd = fd, None  # _prepare owns it from here (keeps it in the _Ready, or closes it)
-                    prepared = self._prepare(f, handed, parent)
+                    prepared = self._prepare(f, handed, parent, expected.get(f.index) or f.entry.digest)
                     if isinstance(prepared, _Ready):
                         ready.append(prepared)
                     else:
@@ -909,7 +912,7 @@ class FileWriter:
             os.close(fd)
         return True, ""
 
-    def _prepare(self, f: _File, fd: int | None, parent: int) -> _Ready | tuple[bool, str]:
+    def _prepare(self, f: _File, fd: int | None, parent: int, expected: bytes) -> _Ready | tuple[bool, str]:
         """Verify the received data and give it its metadata; closes ``fd`` unless the result
         is a :class:`_Ready` that owns it."""
         try:
@@ -919,7 +922,7 @@ class FileWriter:
             if st.st_size != f.entry.size:
                 ok, why = False, f"it has {st.st_size} bytes instead of {f.entry.size}"
             else:
-                ok, why = self._verify(fd, f.entry, f.sha, f.hashed)
+                ok, why = self._verify(fd, f.entry, expected, f.sha, f.hashed)
             cdir, cname = self._ckpt_location(f, parent)
             if not ok:
                 _unlink(cdir, cname)
@@ -973,8 +976,10 @@ class FileWriter:
         os.rename(f.part, f.name, src_dir_fd=parent, dst_dir_fd=parent)
         return True, ""
 
-    def _verify(self, fd: int, entry: FileEntry, digest: Any = None, hashed: int = 0) -> tuple[bool, str]:
-        """Whole-file check: SHA-256 against the manifest, continuing ``digest`` (the hasher
+    def _verify(
+        self, fd: int, entry: FileEntry, expected: bytes, digest: Any = None, hashed: int = 0
+    ) -> tuple[bool, str]:
+        """Whole-file check: SHA-256 against ``expected``, continuing ``digest`` (the hasher
         thread's, of the first ``hashed`` bytes) when given; all zeros when the sender did
         not read (TRANSFER_FLAG_READ off sends zero blocks).
 
@@ -982,7 +987,7 @@ class FileWriter:
         would fill page cache with zeros for them, which for a sparse multi-GiB file costs
         more than the hash itself."""
         zeros = not self._flags & TRANSFER_FLAG_READ
-        if not zeros and len(entry.digest) != 32:
+        if not zeros and len(expected) != 32:
             return False, "the manifest carries no SHA-256 digest for it"
         if digest is None or zeros:
             digest, hashed = hashlib.sha256(), 0
@@ -1010,7 +1015,7 @@ class FileWriter:
                 else:
                     digest.update(view[:n])
                 offset += n
-        if zeros or digest.digest() == entry.digest:
+        if zeros or digest.digest() == expected:
             return True, ""
         return False, "SHA-256 differs from the sender's"
 
