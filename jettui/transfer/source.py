@@ -54,8 +54,9 @@ __all__ = [
 HASH_CHUNK = 1024 * 1024
 #: How often a file being hashed may change under us before the manifest gives up.
 HASH_ATTEMPTS = 3
-#: Descriptors FileSource keeps open at once.
+#: Descriptors FileSource keeps open at once, and directory descriptors it opens files in.
 MAX_OPEN_FILES = 64
+MAX_OPEN_DIRS = 16
 #: Bytes FileSource reads at once when blocks are read in order.
 READ_AHEAD = 1024 * 1024
 #: FileSource re-checks a file's size and mtime after this many bytes read from it.
@@ -289,6 +290,14 @@ class _Builder:
             elif stat.S_ISDIR(mode):
                 subdirs.append(_PendingDir(None, vpath, dest, ancestors))
                 nonempty = True
+            elif stat.S_ISREG(mode) and not self.digests:
+                # Nothing to read: the stat is the entry, and one access check (not open,
+                # fstat, close) says now, as before, that the file cannot be read.
+                if not os.access(name, os.R_OK, dir_fd=fd, effective_ids=True, follow_symlinks=False):
+                    raise CommandError(f"cannot read {vpath}: {os.strerror(errno.EACCES)}")
+                entry = FileEntry(dest, st.st_size, st.st_mtime_ns, FILETYPE_REGULAR_FILE, b"", st.st_mode & 0o7777)
+                self.add(entry, vpath)
+                nonempty = True
             elif stat.S_ISREG(mode):
                 # Relative to the directory's descriptor with O_NOFOLLOW: a file swapped for
                 # a link since the stat fails here instead of leading anywhere.
@@ -401,6 +410,7 @@ class FileSource:
         self._max_open = max(1, max_open)
         self._recheck = recheck_bytes
         self._fds: OrderedDict[int, list[int]] = OrderedDict()  # index -> [fd, bytes since check]
+        self._dirs: OrderedDict[str, int] = OrderedDict()  # virtual directory -> descriptor
         self._closed = False
         self.changed: SourceChanged | None = None
         self.bytes_read = 0
@@ -509,7 +519,9 @@ class FileSource:
     def _open(self, index: int) -> list[int]:
         if self._closed:
             raise CommandError("the file source is closed")
-        fd = self._fs.open_read(self._src[index])
+        fd = self._open_relative(self._src[index])
+        if fd is None:
+            fd = self._fs.open_read(self._src[index])
         try:
             self._verify(index, fd)
         except BaseException:
@@ -522,9 +534,33 @@ class FileSource:
         self._fds[index] = slot
         return slot
 
+    def _open_relative(self, vpath: str) -> int | None:
+        """Open a file relative to its directory's descriptor (kept in a small LRU), with
+        ``O_NOFOLLOW``, as the manifest builder does; None when that is not possible (a
+        symbolic link, which only the view may follow, or any other refusal: the caller
+        asks the view).  One openat instead of a resolution from the sandbox root per file
+        (10,000 small files: a sixth of the sending loop, py-spy)."""
+        parent, sep, name = vpath.rpartition("/")
+        if not sep or not name or name in (".", ".."):
+            return None
+        dfd = self._dirs.get(parent)
+        try:
+            if dfd is None:
+                dfd = self._fs.open_dir_for_write(parent or "/", create=False)
+                self._dirs[parent] = dfd
+                while len(self._dirs) > MAX_OPEN_DIRS:
+                    os.close(self._dirs.popitem(last=False)[1])
+            else:
+                self._dirs.move_to_end(parent)
+            return os.open(name, _O_READ, dir_fd=dfd)
+        except (OSError, CommandError):
+            return None
+
     def _verify(self, index: int, fd: int) -> None:
         entry = self._entries[index]
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CommandError(f"cannot read {self._src[index]}: not a regular file")
         if st.st_size != entry.size:
             raise self._changed(index, f"size {st.st_size}, manifest {entry.size}")
         if st.st_mtime_ns != entry.mtime_ns:
@@ -537,8 +573,10 @@ class FileSource:
 
     def close(self) -> None:
         self._closed = True
-        while self._fds:
-            _, (fd, _) = self._fds.popitem()
+        fds = [fd for fd, _ in self._fds.values()] + list(self._dirs.values())
+        self._fds.clear()
+        self._dirs.clear()
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:
