@@ -374,3 +374,14 @@ def test_without_manifest_digests_the_source_hashes_what_it_sends(fs: FileSystem
         with pytest.raises(SourceChanged):
             source.digest(2)
         assert source.changed is not None
+
+
+def test_large_files_are_hashed_on_the_worker_in_order(fs: FileSystemView, root: Path) -> None:
+    (root / "s").mkdir()
+    body = os.urandom(9 * 1024 * 1024 + 123)  # above HASH_THREAD_MIN: the worker hashes it
+    (root / "s" / "big").write_bytes(body)
+    manifest = build_manifest(fs, {"o": "/s"}, digests=False)
+    with FileSource(fs, manifest, manifest.sources, TRANSFER_FLAG_READ_WRITE) as source:
+        for offset in range(0, len(body), 60_000):
+            assert source.read(0, offset, min(60_000, len(body) - offset)) == body[offset : offset + 60_000]
+        assert source.digest(0) == _sha(body)
