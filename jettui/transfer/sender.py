@@ -381,7 +381,8 @@ class Sender(SessionBase):
             todo = RangeSet()
             if index not in self._skipped and n:
                 todo.add(0, n)
-                todo.difference_update(self._acked[index])
+                if self._acked[index]:
+                    todo.difference_update(self._acked[index])
                 if not todo:
                     self._file_acked(index)
             self._pending.append(todo)
