@@ -24,10 +24,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import stat
-from collections import OrderedDict, deque
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -385,6 +386,44 @@ def _check_tree(entries: Sequence[FileEntry]) -> None:
 # -- reading blocks -----------------------------------------------------------------------------
 
 
+class _HashWorker:
+    """One thread feeding SHA-256 objects with read-ahead chunks, in the order given.
+
+    A plain thread and queue rather than an executor: py-spy showed ThreadPoolExecutor.submit
+    (its locks and futures) at a tenth of the sending loop."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, bytes | memoryview | None, threading.Event | None] | None]
+        self._queue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="jettui-source-hash", daemon=True)
+        self._thread.start()
+
+    def feed(self, sha: Any, data: bytes | memoryview, last: bool = False) -> threading.Event | None:
+        """Queue ``data`` for ``sha``; with ``last``, return the event set once it is hashed.
+        Waits while more than MAX_HASH_QUEUED chunks are queued (memory stays bounded)."""
+        done = threading.Event() if last else None
+        self._queue.put((sha, data, done))
+        if done is None and self._queue.qsize() > MAX_HASH_QUEUED:
+            caught_up = threading.Event()
+            self._queue.put((None, None, caught_up))
+            caught_up.wait()
+        return done
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            sha, data, done = item
+            if data is not None:
+                sha.update(data)  # releases the GIL for large chunks
+            if done is not None:
+                done.set()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+
 class FileSource:
     """BlockSource over the manifest's files (``src_paths[i]`` is entry i's virtual path).
 
@@ -430,10 +469,10 @@ class FileSource:
         # digest() then reads the file once more.
         self._hashing: dict[int, list[Any]] = {}
         self._digests: dict[int, bytes] = {}
-        # Files of HASH_THREAD_MIN bytes or more are hashed on a worker thread, in order.
-        self._hash_pool: ThreadPoolExecutor | None = None
-        self._hash_queued: deque[Future[Any]] = deque()
-        self._pending_digests: dict[int, Future[bytes]] = {}
+        # Files of HASH_THREAD_MIN bytes or more are hashed on a worker thread, in order:
+        # a finished file's hash and the event set once the worker has fed it all.
+        self._hasher: _HashWorker | None = None
+        self._pending_digests: dict[int, tuple[Any, threading.Event | None]] = {}
 
     def read(self, file_index: int, offset: int, length: int) -> bytes | memoryview:
         if not self._read:
@@ -508,16 +547,14 @@ class FileSource:
                 self._digests[index] = sha.digest()
                 del self._hashing[index]
             return
-        pool = self._hash_pool
-        if pool is None:
-            pool = self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="jettui-source-hash")
-        queued = self._hash_queued
-        queued.append(pool.submit(sha.update, piece))
-        while len(queued) > MAX_HASH_QUEUED:  # the worker is behind: do not pile up chunks
-            queued.popleft().result()
+        worker = self._hasher
+        if worker is None:
+            worker = self._hasher = _HashWorker()
         if end >= size:
-            self._pending_digests[index] = pool.submit(sha.digest)
+            self._pending_digests[index] = (sha, worker.feed(sha, piece, last=True))
             del self._hashing[index]
+        else:
+            worker.feed(sha, piece)
 
     def digest(self, file_index: int) -> bytes:
         """SHA-256 of file ``file_index``: the manifest's, else the one computed while the
@@ -532,7 +569,10 @@ class FileSource:
             return digest
         pending = self._pending_digests.pop(file_index, None)
         if pending is not None:
-            digest = self._digests[file_index] = pending.result()
+            sha, done = pending
+            assert done is not None
+            done.wait()
+            digest = self._digests[file_index] = sha.digest()
             return digest
         self._hashing.pop(file_index, None)
         slot = self._fds.get(file_index)
@@ -605,9 +645,9 @@ class FileSource:
 
     def close(self) -> None:
         self._closed = True
-        if self._hash_pool is not None:
-            self._hash_pool.shutdown(wait=False, cancel_futures=True)
-            self._hash_pool = None
+        if self._hasher is not None:
+            self._hasher.stop()
+            self._hasher = None
         fds = [fd for fd, _ in self._fds.values()] + list(self._dirs.values())
         self._fds.clear()
         self._dirs.clear()
