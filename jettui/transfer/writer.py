@@ -39,6 +39,10 @@ sequence is: blocks → part-file; verify SHA-256 of the whole part-file against
 manifest; chmod/utime; fsync; rename (link to ``.jetbak`` first for VERSIONED); fsync the
 directory; remove the sidecar.
 
+A small new file that arrives whole in one block is held in memory by :meth:`write` and
+created by :meth:`finish_files`: its bytes are verified there, in memory, and written in
+one ``pwrite`` before the same metadata, sync and rename steps.
+
 Hashing follows the data: a background thread reads back each large part-file's
 contiguous prefix (what ``pwrite`` has put in it, from the page cache) into the file's
 SHA-256 while later blocks still arrive, so finishing hashes only the tail instead of
@@ -890,10 +894,21 @@ class FileWriter:
                     parent = parents.get(f.vparent)
                     if parent is None:
                         parent = parents[f.vparent] = self._fs.open_dir_for_write(f.vparent, create=True)
+                    digest = expected.get(f.index) or f.entry.digest
+                    verified = False
                     if f.stash is not None:
+                        # Checked in memory, then written in one pwrite: the bytes on disk are
+                        # the ones verified (and no read-back, SEEK_DATA or second fstat).
+                        ok, why = self._verify_bytes(f.stash, digest)
+                        if not ok:
+                            self._drop_stash(f)
+                            results[f.index] = (False, f"{f.display} failed verification ({why}); "
+                                                "the part-file was removed")  # fmt: skip
+                            continue
                         fd = self._write_stash(f, parent)
+                        verified = True
                     handed, fd = fd, None  # _prepare owns it from here (keeps it in the _Ready, or closes it)
-                    prepared = self._prepare(f, handed, parent, expected.get(f.index) or f.entry.digest)
+                    prepared = self._prepare(f, handed, parent, digest, verified)
                     if isinstance(prepared, _Ready):
                         ready.append(prepared)
                     else:
@@ -940,13 +955,17 @@ class FileWriter:
                 f.have = RangeSet()
         return [results[index] for index in indices]
 
-    def _write_stash(self, f: _File, parent: int) -> int:
-        """Create the part-file of a small file kept in memory by write() and write it."""
+    def _drop_stash(self, f: _File) -> bytes:
         data = f.stash
         assert data is not None
         f.stash = None
         with self._lock:
             self._stashed -= len(data)
+        return data
+
+    def _write_stash(self, f: _File, parent: int) -> int:
+        """Create the part-file of a small file kept in memory by write() and write it."""
+        data = self._drop_stash(f)
         fd = self._open_data(f, parent, sized=False)
         try:
             if faults.FAULT is not None and faults.FAULT[0] == "block-write" and len(data) > 1:
@@ -977,14 +996,18 @@ class FileWriter:
             os.close(fd)
         return True, ""
 
-    def _prepare(self, f: _File, fd: int | None, parent: int, expected: bytes) -> _Ready | tuple[bool, str]:
-        """Verify the received data and give it its metadata; closes ``fd`` unless the result
-        is a :class:`_Ready` that owns it."""
+    def _prepare(
+        self, f: _File, fd: int | None, parent: int, expected: bytes, verified: bool = False
+    ) -> _Ready | tuple[bool, str]:
+        """Verify the received data (unless ``verified`` already) and give it its metadata;
+        closes ``fd`` unless the result is a :class:`_Ready` that owns it."""
         try:
             if fd is None:
                 fd = self._open_data(f, parent)
             st = os.fstat(fd)
-            if st.st_size != f.entry.size:
+            if verified:
+                ok, why = True, ""
+            elif st.st_size != f.entry.size:
                 ok, why = False, f"it has {st.st_size} bytes instead of {f.entry.size}"
             else:
                 ok, why = self._verify(fd, f.entry, expected, f.sha, f.hashed)
@@ -1083,6 +1106,18 @@ class FileWriter:
         if zeros or digest.digest() == expected:
             return True, ""
         return False, "SHA-256 differs from the sender's"
+
+    def _verify_bytes(self, data: bytes, expected: bytes) -> tuple[bool, str]:
+        """:meth:`_verify` of a whole file held in memory."""
+        if not self._flags & TRANSFER_FLAG_READ:
+            if data.count(0) != len(data):
+                return False, "expected zeros: the sender did not read its files"
+            return True, ""
+        if len(expected) != 32:
+            return False, "the manifest carries no SHA-256 digest for it"
+        if hashlib.sha256(data).digest() != expected:
+            return False, "SHA-256 differs from the sender's"
+        return True, ""
 
     def _backup(self, f: _File, parent: int) -> None:
         """VERSIONED: keep the current target as ``.jetbak`` without ever leaving the final
