@@ -61,8 +61,6 @@ DEFAULT_CHECKPOINT_SECONDS = 5.0
 #: password than moving a 256 MiB file.  The entry is bound to the user's row (password
 #: hash, uid, group), so a changed password or a deleted user is checked again at once.
 CREDENTIAL_TTL = 600.0
-#: Received files at least this many in one finishing batch are finished by two threads.
-SPLIT_FINISH = 64
 #: Receptions remembered after they end (the seed: the receiver forgets them after a while).
 KEEP_ENDED = 1000
 
@@ -340,23 +338,10 @@ class RecvManager:
                     return
                 items, reception.finish_queue = reception.finish_queue, []
                 batch = [index for index, _ in items]
-                # A big batch (many small files) is finished by two threads at once: much of
-                # a file's finish is syscalls (create, write, rename) that run in parallel.
-                parts = 2 if len(items) >= SPLIT_FINISH else 1
-                cut = -(-len(items) // parts)
-                chunks = [items[i : i + cut] for i in range(0, len(items), cut)]
-                done = await asyncio.gather(
-                    *(asyncio.to_thread(writer.finish_files, [i for i, _ in c], [d for _, d in c]) for c in chunks),
-                    return_exceptions=True,
-                )
-                results = []
-                for chunk, outcome in zip(chunks, done, strict=True):
-                    if isinstance(outcome, OSError | JettuiError):
-                        results.extend([(False, str(outcome))] * len(chunk))
-                    elif isinstance(outcome, BaseException):
-                        raise outcome
-                    else:
-                        results.extend(outcome)
+                try:
+                    results = await asyncio.to_thread(writer.finish_files, batch, [d for _, d in items])
+                except (OSError, JettuiError) as exc:
+                    results = [(False, str(exc))] * len(batch)
                 if session.closed or receiver.is_finished:
                     return
                 for index, (ok, message) in zip(batch, results, strict=True):

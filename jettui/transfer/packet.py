@@ -267,8 +267,15 @@ def encode_ack(ack: Ack) -> bytes:
             len(ack.groups),
         )
     )
+    pack_group = _ACK_GROUP.pack
     for f, ranges in ack.groups:
-        out += _ACK_GROUP.pack(f, len(ranges))
+        out += pack_group(f, len(ranges))
+        if len(ranges) == 1:
+            s, e = ranges[0]
+            if s < 0x80 and 0 < e - s < 0x80:  # a small file's group: two one-byte varints
+                out.append(s)
+                out.append(e - s)
+                continue
         encode_varint_ranges(ranges, out)
     return bytes(out)
 
@@ -290,6 +297,12 @@ def decode_ack(payload: bytes | memoryview) -> Ack:
             raise PacketError("truncated ACK group")
         f, count = _ACK_GROUP.unpack_from(payload, pos)
         pos += _ACK_GROUP.size
+        if count == 1 and pos + 2 <= n:
+            gap, length = payload[pos], payload[pos + 1]
+            if gap < 0x80 and 0 < length < 0x80:  # the two-byte form encode_ack writes for small files
+                groups.append((f, [(gap, gap + length)]))
+                pos += 2
+                continue
         try:
             ranges, pos = decode_varint_ranges(payload, pos, count)
         except ValueError as exc:

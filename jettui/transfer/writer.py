@@ -429,7 +429,7 @@ class FileWriter:
             files.append(_File(index, entry, vparent, name, display, part, ckpt, bak))
             if name:
                 prefix = f"{head}/" if head else ""
-                aux.update(prefix + n for n in (part, ckpt, ckpt + _TMP_SUFFIX, bak))
+                aux.update((prefix + part, prefix + ckpt, prefix + ckpt + _TMP_SUFFIX, prefix + bak))
         clash = aux.intersection(seen)
         if clash:
             raise CommandError(f"manifest entry {min(clash)!r} has the name of another entry's part-file or backup")
