@@ -573,10 +573,7 @@ class Receiver(SessionBase):
                             continue
                         rs = per_file[f] = RangeSet([rs])
                     rs.add(s, e)  # type: ignore[union-attr]
-            groups = tuple(
-                (f, [rs] if type(rs) is tuple else list(rs))  # type: ignore[arg-type]
-                for f, rs in sorted(per_file.items())
-            )
+            groups = tuple((f, [rs] if isinstance(rs, tuple) else list(rs)) for f, rs in sorted(per_file.items()))
             ack = Ack(
                 self._largest_pn,
                 self._echo_time,

@@ -489,12 +489,13 @@ class FileSource:
         try:
             data = self._read_ahead(file_index, fd, offset, length, entry.size)
             if len(data) < length:
-                data = bytes(data)
-            while len(data) < length:
-                more = os.pread(fd, length - len(data), offset + len(data))
-                if not more:
-                    raise self._changed(file_index, "it is shorter than the manifest says")
-                data += more
+                short = bytes(data)
+                while len(short) < length:
+                    more = os.pread(fd, length - len(short), offset + len(short))
+                    if not more:
+                        raise self._changed(file_index, "it is shorter than the manifest says")
+                    short += more
+                data = short
         except OSError as exc:
             raise CommandError(f"cannot read {self._src[file_index]}: {os.strerror(exc.errno or errno.EIO)}")
         self.bytes_read += length
