@@ -449,6 +449,8 @@ class Sender(SessionBase):
                 continue
             rs = acked[index]
             n = nblocks[index]
+            if rs.count == n:
+                continue  # already complete: a repeated group (small files: most of them)
             newly = 0
             for s, e in ranges:
                 newly += rs.add(s, e if e <= n else n)
