@@ -727,9 +727,10 @@ class FileWriter:
             _close(self._fds.popitem(last=False)[1])
         return fd
 
-    def _open_data(self, f: _File, parent: int, sized: bool = True) -> int:
-        """Open (creating if fresh) the file the data of ``f`` goes into; a fresh one is
-        sized to the entry unless ``sized`` is False (the caller writes all of it)."""
+    def _open_data(self, f: _File, parent: int, sized: bool = True, create_mode: int = 0o600) -> int:
+        """Open (creating if fresh, with ``create_mode``) the file the data of ``f`` goes
+        into; a fresh one is sized to the entry unless ``sized`` is False (the caller writes
+        all of it)."""
         size = f.entry.size
         if f.mode is _Mode.INPLACE:
             fd = os.open(f.name, _O_RW, dir_fd=parent)
@@ -751,10 +752,10 @@ class FileWriter:
             if f.stale_part:
                 _unlink(parent, f.part)
             try:
-                fd = os.open(f.part, _O_NEW, 0o600, dir_fd=parent)
+                fd = os.open(f.part, _O_NEW, create_mode, dir_fd=parent)
             except FileExistsError:  # appeared since plan(): remove it and try once more
                 _unlink(parent, f.part)
-                fd = os.open(f.part, _O_NEW, 0o600, dir_fd=parent)
+                fd = os.open(f.part, _O_NEW, create_mode, dir_fd=parent)
             try:
                 if sized:
                     os.ftruncate(fd, size)  # sparse, and the size it must never pass
@@ -884,6 +885,7 @@ class FileWriter:
             with self._stripes[stripe]:
                 pass
         parents: dict[str, int] = {}
+        devs: dict[int, int] = {}  # parent descriptor -> st_dev
         ready: list[_Ready] = []
         try:
             for f, fd in owned:
@@ -895,7 +897,7 @@ class FileWriter:
                     if parent is None:
                         parent = parents[f.vparent] = self._fs.open_dir_for_write(f.vparent, create=True)
                     digest = expected.get(f.index) or f.entry.digest
-                    verified = False
+                    verified_dev = None
                     if f.stash is not None:
                         # Checked in memory, then written in one pwrite: the bytes on disk are
                         # the ones verified (and no read-back, SEEK_DATA or second fstat).
@@ -906,9 +908,11 @@ class FileWriter:
                                                 "the part-file was removed")  # fmt: skip
                             continue
                         fd = self._write_stash(f, parent)
-                        verified = True
+                        verified_dev = devs.get(parent)
+                        if verified_dev is None:
+                            verified_dev = devs[parent] = os.fstat(parent).st_dev  # the file's too
                     handed, fd = fd, None  # _prepare owns it from here (keeps it in the _Ready, or closes it)
-                    prepared = self._prepare(f, handed, parent, digest, verified)
+                    prepared = self._prepare(f, handed, parent, digest, verified_dev)
                     if isinstance(prepared, _Ready):
                         ready.append(prepared)
                     else:
@@ -966,7 +970,9 @@ class FileWriter:
     def _write_stash(self, f: _File, parent: int) -> int:
         """Create the part-file of a small file kept in memory by write() and write it."""
         data = self._drop_stash(f)
-        fd = self._open_data(f, parent, sized=False)
+        # Already verified: created with its final permissions (the umask applies as for the
+        # fchmod of other files), so no fchmod follows.
+        fd = self._open_data(f, parent, sized=False, create_mode=f.entry.mode & 0o777)
         try:
             if faults.FAULT is not None and faults.FAULT[0] == "block-write" and len(data) > 1:
                 _pwrite_all(fd, data[: len(data) // 2], 0)
@@ -997,20 +1003,22 @@ class FileWriter:
         return True, ""
 
     def _prepare(
-        self, f: _File, fd: int | None, parent: int, expected: bytes, verified: bool = False
+        self, f: _File, fd: int | None, parent: int, expected: bytes, verified_dev: int | None = None
     ) -> _Ready | tuple[bool, str]:
-        """Verify the received data (unless ``verified`` already) and give it its metadata;
-        closes ``fd`` unless the result is a :class:`_Ready` that owns it."""
+        """Verify the received data and give it its metadata; closes ``fd`` unless the result
+        is a :class:`_Ready` that owns it.  ``verified_dev``: the data was verified before it
+        was written (a held small file, created with its permissions) on that device."""
         try:
             if fd is None:
                 fd = self._open_data(f, parent)
-            st = os.fstat(fd)
-            if verified:
-                ok, why = True, ""
-            elif st.st_size != f.entry.size:
+            if verified_dev is not None:
+                ok, why, dev = True, "", verified_dev
+            elif (st := os.fstat(fd)).st_size != f.entry.size:
+                ok, why, dev = False, f"it has {st.st_size} bytes instead of {f.entry.size}", st.st_dev
                 ok, why = False, f"it has {st.st_size} bytes instead of {f.entry.size}"
             else:
                 ok, why = self._verify(fd, f.entry, expected, f.sha, f.hashed)
+                dev = st.st_dev
             cdir, cname = self._ckpt_location(f, parent)
             if not ok:
                 _unlink(cdir, cname)
@@ -1018,12 +1026,12 @@ class FileWriter:
                     _unlink(parent, f.part)
                     return False, f"{f.display} failed verification ({why}); the part-file was removed"
                 return False, f"{f.display} failed verification ({why}); it was written in place"
-            if f.mode is _Mode.PART:
+            if f.mode is _Mode.PART and verified_dev is None:
                 os.fchmod(fd, f.entry.mode & 0o777 & ~self._umask)
             if self._flags & TRANSFER_FLAG_WRITE_MTIME:
                 os.utime(fd, ns=(time.time_ns(), f.entry.mtime_ns))
             fault_point("before-fsync")
-            ready = _Ready(f, fd, st.st_dev, parent, cdir, cname)
+            ready = _Ready(f, fd, dev, parent, cdir, cname)
             fd = None
             return ready
         finally:
