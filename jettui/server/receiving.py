@@ -89,8 +89,9 @@ class Reception:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     checkpoint_every: float | None = DEFAULT_CHECKPOINT_SECONDS
     last_checkpoint: float = field(default_factory=time.monotonic)
-    finish_queue: list[int] = field(default_factory=list)
-    """Received files waiting for verification; one task finishes them in batches."""
+    finish_queue: list[tuple[int, bytes]] = field(default_factory=list)
+    """Received files (index, expected digest) waiting for verification; one task finishes
+    them in batches."""
     finishing: bool = False
 
 
@@ -194,7 +195,7 @@ class RecvManager:
         elif isinstance(event, FileReceived):
             # Batched: whatever arrives while a batch is being verified and synced goes into
             # the next one (one syncfs and one fsync per directory per batch, not per file).
-            reception.finish_queue.append(event.file_index)
+            reception.finish_queue.append((event.file_index, event.digest))
             if not reception.finishing:
                 reception.finishing = True
                 self._spawn(session, self._verify(session))
@@ -335,9 +336,10 @@ class RecvManager:
                 writer = reception.writer
                 if writer is None:
                     return
-                batch, reception.finish_queue = reception.finish_queue, []
+                items, reception.finish_queue = reception.finish_queue, []
+                batch = [index for index, _ in items]
                 try:
-                    results = await asyncio.to_thread(writer.finish_files, batch)
+                    results = await asyncio.to_thread(writer.finish_files, batch, [d for _, d in items])
                 except (OSError, JettuiError) as exc:
                     results = [(False, str(exc))] * len(batch)
                 if session.closed or receiver.is_finished:

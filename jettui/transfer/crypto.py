@@ -111,6 +111,11 @@ class PacketProtection:
         """Return the payload of an authentic datagram; raise :class:`CryptoError` otherwise."""
         return memoryview(datagram)[HEADER_SIZE:]
 
+    def seal_parts(self, header: bytes, pn: int, parts: list[bytes | memoryview]) -> bytes:
+        """:meth:`seal` of the concatenation of ``parts`` (DATA: block views straight from
+        the read buffer), copying each byte of a 64 KiB block once instead of three times."""
+        return b"".join([header, *parts])
+
 
 class _GmacProtection(PacketProtection):
     """Authenticated, readable: the tag is AES-GCM over an empty plaintext."""
@@ -123,6 +128,10 @@ class _GmacProtection(PacketProtection):
     def seal(self, header: bytes, pn: int, payload: bytes) -> bytes:
         body = header + payload
         return body + self._aead.encrypt(_NONCE.pack(pn), b"", body)
+
+    def seal_parts(self, header: bytes, pn: int, parts: list[bytes | memoryview]) -> bytes:
+        body = b"".join([header, *parts])
+        return b"".join((body, self._aead.encrypt(_NONCE.pack(pn), b"", body)))
 
     def open(self, datagram: bytes | memoryview, pn: int) -> bytes | memoryview:
         view = memoryview(datagram)
@@ -145,6 +154,13 @@ class _AeadProtection(PacketProtection):
 
     def seal(self, header: bytes, pn: int, payload: bytes) -> bytes:
         return header + self._aead.encrypt(_NONCE.pack(pn), payload, header)
+
+    def seal_parts(self, header: bytes, pn: int, parts: list[bytes | memoryview]) -> bytes:
+        payload = b"".join(parts)
+        out = bytearray(len(header) + len(payload) + TAG_SIZE)
+        out[: len(header)] = header
+        self._aead.encrypt_into(_NONCE.pack(pn), payload, header, memoryview(out)[len(header) :])
+        return out  # type: ignore[return-value]  # bytes-like; saves copying it into bytes
 
     def open(self, datagram: bytes | memoryview, pn: int) -> bytes | memoryview:
         view = memoryview(datagram)

@@ -59,10 +59,12 @@ class TransferAccepted(Event):
 class FileReceived(Event):
     """Receiver: every block of a file is in the sink (or it has no blocks).
 
-    The driver verifies the file (whole-file hash) and calls ``Receiver.file_verified``.
+    The driver verifies the file (whole-file hash against ``digest``: the manifest's, or
+    the one the sender's eof brought) and calls ``Receiver.file_verified``.
     """
 
     file_index: int
+    digest: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

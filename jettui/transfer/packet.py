@@ -4,11 +4,13 @@ Every datagram starts with an 18-byte header that is also the AEAD associated da
 
     0      1      2                 10                18
     +------+------+-----------------+-----------------+---------------------+-----+
-    | 0xA1 | type | session id (8)  | packet num (8)  | payload ...         | tag |
+    | 0xA2 | type | session id (8)  | packet num (8)  | payload ...         | tag |
     +------+------+-----------------+-----------------+---------------------+-----+
 
-``0xA1`` is a magic nibble (0xA) and the protocol version (1).  The tag is 16 bytes for
-every cipher level except NONE (and HELLO / HELLO_REPLY carry their own handshake tag).
+``0xA2`` is a magic nibble (0xA) and the protocol version (2: manifests may carry no
+digest and ``eof`` brings each file's SHA-256; a version-1 peer's datagrams are dropped
+as unknown).  The tag is 16 bytes for every cipher level except NONE (and HELLO /
+HELLO_REPLY carry their own handshake tag).
 The payloads, all big-endian:
 
 * HELLO (sender -> receiver, plaintext): sender static key (32), sender ephemeral key
@@ -63,6 +65,7 @@ __all__ = [
     "encode_ack",
     "encode_control",
     "encode_control_ack",
+    "data_parts",
     "encode_data",
     "encode_header",
     "encode_hello",
@@ -89,7 +92,7 @@ class PacketType(enum.IntEnum):
 
 _TYPES = frozenset(int(t) for t in PacketType)
 
-MAGIC_VERSION = 0xA1
+MAGIC_VERSION = 0xA2
 HEADER = struct.Struct("!BBQQ")
 HEADER_SIZE = HEADER.size
 #: AEAD / handshake tag length.
@@ -205,14 +208,19 @@ def decode_hello_reply(payload: bytes | memoryview) -> HelloReply:
 
 
 # -- data ----------------------------------------------------------------------------------
-def encode_data(send_time: float, blocks: list[tuple[int, int, bytes]]) -> bytes:
+def encode_data(send_time: float, blocks: list[tuple[int, int, bytes | memoryview]]) -> bytes:
     """DATA payload from ``(file_index, block_number, data)`` triples."""
-    parts: list[bytes] = [_F64.pack(send_time)]
+    return b"".join(data_parts(send_time, blocks))
+
+
+def data_parts(send_time: float, blocks: list[tuple[int, int, bytes | memoryview]]) -> list[bytes | memoryview]:
+    """:func:`encode_data` as the list of pieces to concatenate (the caller seals them in one copy)."""
+    parts: list[bytes | memoryview] = [_F64.pack(send_time)]
     pack = BLOCK_HEADER.pack
     for f, b, d in blocks:
         parts.append(pack(f, b, len(d)))
         parts.append(d)
-    return b"".join(parts)
+    return parts
 
 
 def decode_data(payload: bytes | memoryview) -> tuple[float, list[tuple[int, int, memoryview]]]:
@@ -259,8 +267,15 @@ def encode_ack(ack: Ack) -> bytes:
             len(ack.groups),
         )
     )
+    pack_group = _ACK_GROUP.pack
     for f, ranges in ack.groups:
-        out += _ACK_GROUP.pack(f, len(ranges))
+        out += pack_group(f, len(ranges))
+        if len(ranges) == 1:
+            s, e = ranges[0]
+            if s < 0x80 and 0 < e - s < 0x80:  # a small file's group: two one-byte varints
+                out.append(s)
+                out.append(e - s)
+                continue
         encode_varint_ranges(ranges, out)
     return bytes(out)
 
@@ -282,6 +297,12 @@ def decode_ack(payload: bytes | memoryview) -> Ack:
             raise PacketError("truncated ACK group")
         f, count = _ACK_GROUP.unpack_from(payload, pos)
         pos += _ACK_GROUP.size
+        if count == 1 and pos + 2 <= n:
+            gap, length = payload[pos], payload[pos + 1]
+            if gap < 0x80 and 0 < length < 0x80:  # the two-byte form encode_ack writes for small files
+                groups.append((f, [(gap, gap + length)]))
+                pos += 2
+                continue
         try:
             ranges, pos = decode_varint_ranges(payload, pos, count)
         except ValueError as exc:

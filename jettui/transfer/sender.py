@@ -19,6 +19,10 @@ Resume: ``acked`` (our checkpoint) and the receiver's ``have`` messages both rem
 blocks from what must be sent.  Once a file is fully acknowledged the sender says
 ``eof``; a receiver that lacks blocks anyway (it lost state) answers ``missing`` and they
 are resent, so a stale checkpoint cannot leave a file incomplete.
+
+Digests: ``eof`` carries each file's whole-file SHA-256, the manifest's or (when the
+manifest was built without hashing) the source's, computed while the file was read for
+sending.  The receiver verifies a complete file only once it has that digest.
 """
 
 from __future__ import annotations
@@ -44,8 +48,8 @@ from .packet import (
     PacketError,
     PacketType,
     block_overhead,
+    data_parts,
     decode_ack,
-    encode_data,
 )
 from .ranges import RangeSet
 from .rate import Pacer, RateController
@@ -60,9 +64,13 @@ _FILES_PER_MESSAGE = 256
 class BlockSource(Protocol):
     """Where the sender's block data comes from (the driver reads files; tests use memory)."""
 
-    def read(self, file_index: int, offset: int, length: int) -> bytes:
-        """Exactly ``length`` bytes of file ``file_index`` at byte ``offset``."""
+    def read(self, file_index: int, offset: int, length: int) -> bytes | memoryview:
+        """Exactly ``length`` bytes of file ``file_index`` at byte ``offset`` (a view is
+        fine: the sender copies it into the datagram before it reads again)."""
         ...
+
+    # Optional: ``digest(file_index) -> bytes``, the whole-file SHA-256 for an entry whose
+    # manifest carries none (sent in the file's ``eof``; FileSource hashes while it reads).
 
 
 class SenderState(enum.Enum):
@@ -215,8 +223,13 @@ class Sender(SessionBase):
         if self._state is SenderState.HANDSHAKE:
             return self._hello_datagrams(now)
         if self._eof_queue:
-            self._control.send({"type": "eof", "files": self._eof_queue})
-            self._eof_queue = []
+            queue, self._eof_queue = self._eof_queue, []
+            try:
+                digests = [self._digest(index) for index in queue]
+            except Exception as exc:  # the source is the driver's file I/O: report, don't crash
+                self._fail(f"cannot hash a source file: {exc}", remote=False, notify=True)
+                return self._final_datagrams(now)
+            self._control.send({"type": "eof", "files": queue, "digests": digests})
         out: list[bytes] = []
         self._common_datagrams(now, out)
         if self._state is SenderState.SENDING and not self._paused:
@@ -400,7 +413,8 @@ class Sender(SessionBase):
             todo = RangeSet()
             if index not in self._skipped and n:
                 todo.add(0, n)
-                todo.difference_update(self._acked[index])
+                if self._acked[index]:
+                    todo.difference_update(self._acked[index])
                 if not todo:
                     self._file_acked(index)
             self._pending.append(todo)
@@ -446,6 +460,15 @@ class Sender(SessionBase):
     def _enter_failed(self) -> None:
         self._set_state(SenderState.FAILED)
 
+    def _digest(self, index: int) -> bytes:
+        """The whole-file digest the receiver checks: the manifest's, else the source's."""
+        digest = self.files[index].digest
+        if not digest:
+            source_digest = getattr(self._source, "digest", None)
+            if source_digest is not None:
+                digest = source_digest(index)
+        return digest
+
     def _file_acked(self, index: int) -> None:
         if not self._eof_sent[index] and self._nblocks[index]:
             self._eof_sent[index] = 1
@@ -475,6 +498,8 @@ class Sender(SessionBase):
                 continue
             rs = acked[index]
             n = nblocks[index]
+            if rs.count == n:
+                continue  # already complete: a repeated group (small files: most of them)
             newly = 0
             for s, e in ranges:
                 newly += rs.add(s, e if e <= n else n)
@@ -564,7 +589,7 @@ class Sender(SessionBase):
         bs = self.block_size
         sizes = self._sizes
         retx = self._retx
-        blocks: list[tuple[int, int, bytes]] = []
+        blocks: list[tuple[int, int, bytes | memoryview]] = []
         runs: list[list[int]] = []
         resent = 0
         while room > hs:
@@ -611,7 +636,7 @@ class Sender(SessionBase):
                 runs.append([f, b, b + 1])
         if not blocks:
             return None
-        datagram = self._seal(PacketType.DATA, encode_data(now, blocks), now)
+        datagram = self._seal_parts(PacketType.DATA, data_parts(now, blocks), now)
         self._inflight.append((now, runs))
         self.stats.blocks_sent += len(blocks)
         self.stats.blocks_retransmitted += resent

@@ -169,6 +169,15 @@ class SessionBase:
         self._count_sent(datagram, now)
         return datagram
 
+    def _seal_parts(self, ptype: int, parts: list[bytes | memoryview], now: float) -> bytes:
+        """:meth:`_seal` of a payload given as pieces (see PacketProtection.seal_parts)."""
+        assert self._send_prot is not None
+        pn = self._pn
+        self._pn = pn + 1
+        datagram = self._send_prot.seal_parts(HEADER.pack(MAGIC_VERSION, ptype, self.session_id, pn), pn, parts)
+        self._count_sent(datagram, now)
+        return datagram
+
     def _count_sent(self, datagram: bytes, now: float) -> None:
         self.stats.packets_sent += 1
         self.stats.bytes_sent += len(datagram)

@@ -17,6 +17,7 @@ from jettui.transfer import (
     TransferRequested,
 )
 from jettui.transfer.driver import KEY_PACKET, TransferEndpoint
+from jettui.transfer.packet import MAGIC_VERSION
 from jettui.transfer.simulation import MemorySink, MemorySource, make_entries
 
 
@@ -107,8 +108,8 @@ async def test_unknown_sessions_are_dropped_and_counted() -> None:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(bytes([0xA1, 3]) + os.urandom(40), ("127.0.0.1", udp.port))  # DATA of nobody
-        s.sendto(bytes([0xA1]), ("127.0.0.1", udp.port))  # truncated header
+        s.sendto(bytes([MAGIC_VERSION, 3]) + os.urandom(40), ("127.0.0.1", udp.port))  # DATA of nobody
+        s.sendto(bytes([MAGIC_VERSION]), ("127.0.0.1", udp.port))  # truncated header
         await asyncio.sleep(0.1)
     assert end.dropped_unknown_session == 1 and end.dropped_malformed == 1
     udp.close()

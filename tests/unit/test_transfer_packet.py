@@ -146,7 +146,7 @@ def test_malformed_payloads(decoder, payload):
 def test_bad_magic_and_type():
     good = sample_datagrams()[6]
     with pytest.raises(PacketError, match="magic"):
-        decode_header(b"\xa2" + good[1:])
+        decode_header(b"\xa1" + good[1:])  # protocol version 1: no longer spoken
     with pytest.raises(PacketError, match="type"):
         decode_header(good[:1] + b"\x63" + good[2:])
 

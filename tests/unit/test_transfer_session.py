@@ -16,6 +16,7 @@ from jettui.constants import FILETYPE_DIRECTORY, MIN_CIPHER_NONE
 from jettui.transfer import (
     CIPHER_SUITES,
     FileEntry,
+    FileReceived,
     FileVerified,
     HandshakeCompleted,
     PacketType,
@@ -28,7 +29,7 @@ from jettui.transfer import (
     TransferFailed,
 )
 from jettui.transfer.packet import encode_data
-from jettui.transfer.simulation import Link, MemorySink, build, make_entries
+from jettui.transfer.simulation import Link, MemorySink, MemorySource, build, make_entries
 
 LEVELS = sorted(CIPHER_SUITES)
 
@@ -208,7 +209,7 @@ def test_heavy_loss_many_small_files_dirs_and_empty_files():
     assert_delivered(sim, contents)
     verified = [e for e in sim.sender_events if isinstance(e, FileVerified)]
     assert sorted(e.file_index for e in verified) == list(range(100)) and all(e.ok for e in verified)
-    assert sim.sender.stats.blocks_retransmitted == 20 >= sim.forward.dropped_data
+    assert sim.sender.stats.blocks_retransmitted == 23 >= sim.forward.dropped_data
 
 
 def test_replayed_datagrams_dropped_and_counted():
@@ -464,3 +465,36 @@ def test_many_small_files_are_acknowledged_without_resends():
     s = sim.sender.stats
     assert s.blocks_retransmitted == 0 and s.blocks_sent == 3000
     assert sim.receiver.stats.acks_sent > s.packets_sent // 64  # the overflow ACKs went out
+
+
+def _undigested(contents):
+    """Manifest entries as the server builds them: no digest (the eof brings it)."""
+    return [FileEntry(e.path, e.size, e.mtime_ns) for e in make_entries(contents)]
+
+
+def test_digests_travel_in_eof_when_the_manifest_has_none():
+    contents = payloads(21, 100_000, 0, 1, 1344, 70_001)
+    sim = build(contents, entries=_undigested(contents))
+    sim.run(30)
+    assert_delivered(sim, contents)
+    received = {e.file_index: e.digest for e in sim.receiver_events if isinstance(e, FileReceived)}
+    assert received == {i: hashlib.sha256(c).digest() for i, c in enumerate(contents)}
+    assert all(e.ok for e in sim.sender_events if isinstance(e, FileVerified))
+
+
+def test_digest_from_eof_after_resume_and_a_wrong_one_fails():
+    contents = payloads(22, 134_400, 13_440)
+    present = {0: RangeSet([(0, 60)]), 1: RangeSet([(0, 10)])}  # file 1 complete before any eof
+    initial = [contents[0][:80_640] + bytes(134_400 - 80_640), contents[1]]
+    sim = build(contents, entries=_undigested(contents), present=present, initial=initial)
+    sim.run(30)
+    assert_delivered(sim, contents)
+
+    class WrongDigest(MemorySource):
+        def digest(self, file_index: int) -> bytes:
+            return hashlib.sha256(b"something else").digest()
+
+    sim = build(contents, entries=_undigested(contents), source=WrongDigest(contents))
+    sim.run(30)
+    assert sim.sender.state is SenderState.COMPLETE
+    assert sim.sender_events[-1] == TransferCompleted(failed=(0, 1))

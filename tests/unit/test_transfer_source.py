@@ -295,7 +295,7 @@ def test_file_source_keeps_a_bounded_lru_of_descriptors(fs: FileSystemView, root
     for _ in range(2):
         for i, body in enumerate(bodies):
             assert source.read(i, 10, 20) == body[10:30]
-            assert _open_fds() - before <= 4
+            assert _open_fds() - before <= 4 + 1  # and the descriptor of their directory
     source.close()
     assert _open_fds() == before
 
@@ -355,3 +355,33 @@ def test_source_changed_at_the_last_block_is_detected(fs: FileSystemView, root: 
         handle.write(b"grown")
     with pytest.raises(SourceChanged, match="size"):
         source.read(0, 4096, 10_000 - 4096)  # reaching the end re-checks
+
+
+def test_without_manifest_digests_the_source_hashes_what_it_sends(fs: FileSystemView, root: Path) -> None:
+    bodies = _tree(root, 3, 10_000)
+    manifest = build_manifest(fs, {"o": "/s"}, digests=False)
+    assert all(e.digest == b"" for e in manifest)
+    with FileSource(fs, manifest, manifest.sources, TRANSFER_FLAG_READ_WRITE) as source:
+        for offset in range(0, len(bodies[0]), 4096):  # file 0 in order: hashed as it is read
+            source.read(0, offset, min(4096, len(bodies[0]) - offset))
+        source.read(0, 0, 4096)  # a resend changes nothing
+        source.read(1, 8192, len(bodies[1]) - 8192)  # file 1 from a resume: only its tail is read
+        assert source._digests.keys() == {0}
+        assert [source.digest(i) for i in range(3)] == [_sha(b) for b in bodies]
+        path = root / "s" / sorted(p.name for p in (root / "s").iterdir())[2]
+        os.utime(path, ns=(1, 1))
+        source._digests.pop(2)
+        with pytest.raises(SourceChanged):
+            source.digest(2)
+        assert source.changed is not None
+
+
+def test_large_files_are_hashed_on_the_worker_in_order(fs: FileSystemView, root: Path) -> None:
+    (root / "s").mkdir()
+    body = os.urandom(9 * 1024 * 1024 + 123)  # above HASH_THREAD_MIN: the worker hashes it
+    (root / "s" / "big").write_bytes(body)
+    manifest = build_manifest(fs, {"o": "/s"}, digests=False)
+    with FileSource(fs, manifest, manifest.sources, TRANSFER_FLAG_READ_WRITE) as source:
+        for offset in range(0, len(body), 60_000):
+            assert source.read(0, offset, min(60_000, len(body) - offset)) == body[offset : offset + 60_000]
+        assert source.digest(0) == _sha(body)

@@ -853,3 +853,26 @@ def test_large_files_are_hashed_while_they_arrive(fs: FileSystemView, dst: Path)
     assert not ok and "SHA-256 differs" in message
     assert (dst / "in" / "big").read_bytes() == data
     assert not (dst / "in" / "bad").exists()
+
+
+def test_small_whole_files_are_written_by_finish_not_by_write(fs: FileSystemView, dst: Path) -> None:
+    """A small file that arrives in one block is held in memory and created by finish_files:
+    nothing of it is on disk or claimed by a checkpoint before, and an abort leaves nothing."""
+    small, other = os.urandom(3000), os.urandom(2000)
+    w = writer(fs, [entry("a/s", small), entry("a/t", other)])
+    assert w.plan() == ({}, {})
+    w.write(0, 0, memoryview(small))
+    w.write(1, 0, memoryview(other))
+    assert not (dst / "in" / "a" / part_names("s")[0]).exists()
+    assert w.checkpoint() == 0
+    assert w.finish_files([0], [b""]) == [(True, "")]  # an empty digest: the manifest's
+    assert (dst / "in" / "a" / "s").read_bytes() == small
+    w.abort()
+    assert sorted(p.name for p in (dst / "in" / "a").iterdir()) == ["s"]
+    w2 = writer(fs, [entry("a/s", small), entry("a/t", other)])
+    w2.plan()
+    w2.write(1, 0, memoryview(other))
+    assert w2.finish_files([1], [hashlib.sha256(b"not it").digest()]) == [
+        (False, "/in/a/t failed verification (SHA-256 differs from the sender's); the part-file was removed")
+    ]
+    assert sorted(p.name for p in (dst / "in" / "a").iterdir()) == ["s"]
