@@ -418,7 +418,7 @@ def test_bad_sidecar_means_starting_over(fs: FileSystemView, dst: Path, damage: 
     elif damage == "garbage":
         sidecar.write_bytes(SIDECAR_MAGIC + os.urandom(100))
     elif damage == "other_digest":
-        the_entry = entry("f", data[:-1] + b"!")  # the source changed: another digest
+        the_entry = entry("f", data[:-1] + bytes([data[-1] ^ 1]))  # the source changed: another digest
     elif damage == "other_mtime":
         the_entry = entry("f", data, mtime=MTIME + 1)
     elif damage == "replaced_part":
@@ -437,7 +437,7 @@ def test_bad_sidecar_means_starting_over(fs: FileSystemView, dst: Path, damage: 
         return
     assert (present, skip) == ({}, {})
     assert not sidecar.exists()
-    new = data if damage != "other_digest" else data[:-1] + b"!"
+    new = data if damage != "other_digest" else data[:-1] + bytes([data[-1] ^ 1])
     send(w, 0, new, [7])
     # Started over: the part-file holds nothing but the new block (no splicing).
     assert (dst / "in/f.jetpart").read_bytes() == bytes(7 * BS) + new[7 * BS :]
