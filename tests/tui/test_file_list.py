@@ -664,6 +664,34 @@ async def test_100k_entries_end_and_back() -> None:
         assert names(file_list) == ["..", "file-099999.dat"]
 
 
+async def test_big_listing_orders_are_warmed_off_the_ui_thread() -> None:
+    """warm_orders sorts by size and time in a thread; ``s`` then finds the order cached and
+    it is the order a sort on the spot gives (name order breaks ties, directories first)."""
+    app = FileListApp([])
+    async with app.run_test(size=(80, 24)) as pilot:
+        file_list = left(app)
+        entries = big_entries(30_000)
+        file_list.set_entries(entries, at_root=False)
+        await pilot.pause()
+        file_list.warm_orders()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert ("size", False) in file_list._orders and ("mtime", False) in file_list._orders
+        warmed = list(file_list._orders[("size", False)])
+        await press(pilot, "s")
+        assert file_list.sort_key == "size" and file_list._order == warmed
+        dirs = sorted((e for e in entries if e["type"] == LS_TYPE_DIRECTORY), key=lambda e: e["name"].casefold())
+        files = sorted((e for e in entries if e["type"] != LS_TYPE_DIRECTORY), key=lambda e: e["name"].casefold())
+        expected = [e["name"] for e in sorted(dirs, key=lambda e: e["size"]) + sorted(files, key=lambda e: e["size"])]
+        assert names(file_list)[1:] == expected
+        # A new listing is not given the old one's orders.
+        file_list.warm_orders()
+        file_list.set_entries(big_entries(100), at_root=False)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert all(len(order) == 100 for order in file_list._orders.values())
+
+
 # -- snapshots (80x24) ------------------------------------------------------------------------
 
 

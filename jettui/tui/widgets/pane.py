@@ -225,6 +225,7 @@ class RemotePane(Vertical):
                     if page.done:
                         self.loading_path = None
                         self.show_notice("")
+                        self.file_list.warm_orders()
                     elif now - told >= EXTEND_INTERVAL:
                         self._show_progress(path, len(self.file_list.entries) + len(pending), page.expected)
                         told = now
