@@ -53,8 +53,16 @@ def stop(proc: subprocess.Popen[str]) -> None:
     proc.communicate(timeout=30)
 
 
-def jettui_copy(api: APIInterface, recv_port: int, token: str, src: Path, dest_dir: str, cipher: int) -> float:
-    dest = api.send.createDestination("127.0.0.1", recv_port, token=token)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its threads so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def jettui_copy(
+    api: APIInterface, recv_port: int, token: str, src: Path, dest_dir: str, cipher: int, rate_kbit: int | None = None
+) -> float:
+    dest = api.send.createDestination("127.0.0.1", recv_port, token=token, sendRateMax=rate_kbit)
     start = time.perf_counter()
     manifest = api.send.waitForManifest(api.send.createManifest({f"/{src.name}": str(src)}))
     t = api.send.createTransfer(dest, manifest, destinationPath=dest_dir, minCipher=cipher)
@@ -89,7 +97,15 @@ def main() -> None:
     p.add_argument("--mib", type=int, default=1024, help="size of the big file in MiB (default 1024)")
     p.add_argument("--files", type=int, default=10_000, help="number of 4 KiB files (default 10,000)")
     p.add_argument("--ciphers", default="NONE,UNENCRYPTED,ENCRYPTED_128,ENCRYPTED_256")
+    p.add_argument(
+        "--rate-mbit",
+        type=float,
+        default=None,
+        help="cap the transfers at this rate (sendRateMax) and report each server's CPU, "
+        "e.g. 100 to see the per-side cost of a 100 Mbit/s transfer without the WAN emulator",
+    )
     args = p.parse_args()
+    rate_kbit = round(args.rate_mbit * 1000) if args.rate_mbit else None
     shm = Path("/dev/shm")
     need = args.mib * 2 * 1024 * 1024 + args.files * 4096 * 4
     base = shm if shm.is_dir() and shutil.disk_usage(shm).free > need * 1.2 else None
@@ -119,10 +135,16 @@ def main() -> None:
                 api.server.auth("tx", "bench")
                 for name in args.ciphers.split(","):
                     out = f"{dst}/jettui-{name}"
-                    elapsed = jettui_copy(api, rx_recv, token, big, out, CIPHERS[name])
-                    print(f"jettui {name:<14} 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
+                    cpu = cpu_seconds(tx.pid), cpu_seconds(rx.pid)
+                    elapsed = jettui_copy(api, rx_recv, token, big, out, CIPHERS[name], rate_kbit)
+                    tx_cpu, rx_cpu = cpu_seconds(tx.pid) - cpu[0], cpu_seconds(rx.pid) - cpu[1]
+                    print(
+                        f"jettui {name:<14} 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)"
+                        f"; CPU sender {tx_cpu / elapsed:.0%}, receiver {rx_cpu / elapsed:.0%} of a core"
+                    )
                     shutil.rmtree(out, ignore_errors=True)
-                elapsed = jettui_copy(api, rx_recv, token, src / "tree", f"{dst}/jettui-tree", CIPHERS["ENCRYPTED_256"])
+                tree_dst = f"{dst}/jettui-tree"
+                elapsed = jettui_copy(api, rx_recv, token, src / "tree", tree_dst, CIPHERS["ENCRYPTED_256"], rate_kbit)
                 print(f"jettui ENCRYPTED_256 tree   : {args.files / elapsed:8.0f} files/s ({elapsed:.2f} s)")
         finally:
             stop(tx)
