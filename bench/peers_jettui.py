@@ -77,7 +77,7 @@ RECV_PORT = 8887
 PASSWORD = "wan-bench"
 CIPHERS = {"NONE": 0, "UNENCRYPTED": 1, "ENCRYPTED_128": 2, "ENCRYPTED_256": 3}
 #: How often the client polls the transfer (each poll is a TLS round trip to the server in A).
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.02
 
 
 def _env() -> dict[str, str]:
@@ -161,6 +161,8 @@ def run_jettui(
         f"{100 * during[0] / max(seconds, 1e-9):.1f} % B {100 * during[1] / max(seconds, 1e-9):.1f} % "
         f"(cpu columns: whole server lifetime incl. start-up and scrypt logins); destination auth: API token"
     )
+    if phases := report.get("phases"):
+        note += "; seconds " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items())
     if report.get("status") == "complete":
         ok = same_content(src_path, dst_dir / src_path.name)
         status = "ok" if ok else "failed: copy differs from the source"
@@ -192,8 +194,9 @@ def _client(fp_a: str, fp_b: str, src: str, dst_dir: str, cipher: str, max_secon
         dest = api.send.createDestination(ADDR_B, RECV_PORT, token=token)
         print("READY", flush=True)
         sys.stdin.readline()
-        start = time.monotonic()
+        start, wall = time.monotonic(), time.time()
         manifest = api.send.waitForManifest(api.send.createManifest({f"/{Path(src).name}": src}))
+        ordered = time.monotonic() - start
         t = api.send.createTransfer(dest, manifest, destinationPath=dst_dir, minCipher=CIPHERS[cipher.upper()])
         status = "timeout"
         while time.monotonic() - start < max_seconds:
@@ -203,11 +206,19 @@ def _client(fp_a: str, fp_b: str, src: str, dst_dir: str, cipher: str, max_secon
                 break
             time.sleep(POLL_SECONDS)
         seconds = time.monotonic() - start
+        # Where the time outside the data phase goes: the manifest, the order to the session's
+        # start (handshake), and the last poll after the server's end.
+        phases = {"manifest": ordered}
+        if t.get("startTime") and t.get("endTime"):
+            phases["to_start"] = t["startTime"] / 1e6 - wall - ordered
+            phases["data"] = (t["endTime"] - t["startTime"]) / 1e6
+            phases["seen"] = wall + seconds - t["endTime"] / 1e6
         if status == "timeout":
             api.send.cancelTransfer(t)
         keys = ("blockSize", "blocksRetransmitted", "blocksSent", "totalBlocks", "bytesSent", "sendRate",
                 "roundTripTimeMs", "cipher", "errorMessage")  # fmt: skip
-        print(json.dumps({"status": status, "seconds": seconds, **{k: t.get(k) for k in keys}}), flush=True)
+        print(json.dumps({"status": status, "seconds": seconds, "phases": phases, **{k: t.get(k) for k in keys}}),
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__" and len(sys.argv) == 8 and sys.argv[1] == "client":

@@ -25,7 +25,6 @@ from .packet import (
     HEADER,
     HEADER_SIZE,
     MAGIC_VERSION,
-    TAG_SIZE,
     PacketError,
     PacketType,
     decode_control,
@@ -131,7 +130,7 @@ class SessionBase:
         self._pongs: list[tuple[float, float]] = []
         self._last_recv: float | None = None
         self._last_send = -math.inf
-        self._max_payload = config.max_datagram_size - HEADER_SIZE - TAG_SIZE
+        self._max_payload = config.max_datagram_size - HEADER_SIZE - config.tag_size()
 
     # -- public surface shared by both roles ---------------------------------------------------
     @property

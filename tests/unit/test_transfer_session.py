@@ -28,7 +28,7 @@ from jettui.transfer import (
     TransferConfig,
     TransferFailed,
 )
-from jettui.transfer.packet import encode_data
+from jettui.transfer.packet import TAG_SIZE, block_overhead, encode_data
 from jettui.transfer.simulation import Link, MemorySink, MemorySource, build, make_entries
 
 LEVELS = sorted(CIPHER_SUITES)
@@ -432,6 +432,21 @@ def test_no_ciphers_level_none_still_transfers_and_is_plain():
     sim.run(30)
     assert_delivered(sim, contents)
     assert any(contents[0][:1000] in d for d in sim.forward.log)
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda v: CIPHER_SUITES[v].name)
+def test_data_datagrams_fill_the_datagram_size_at_every_level(level):
+    """Blocks are as big as the level allows: a NONE-only sender has no tag to leave room for."""
+    contents = payloads(23, 200_000)
+    cfg = config(level, max_datagram_size=1400)
+    sim = build(contents, sender_config=cfg, receiver_config=config(level), forward=Link(random.Random(2), record=True))
+    sim.run(30)
+    assert_delivered(sim, contents)
+    sizes = [len(d) for d in sim.forward.log]
+    data = [len(d) for d in sim.forward.log if d[1] == PacketType.DATA]
+    assert max(sizes) <= 1400
+    assert max(data) == 1400
+    assert sim.sender.block_size == 1400 - block_overhead() - (0 if level == MIN_CIPHER_NONE else TAG_SIZE)
 
 
 def test_queued_resend_of_an_acknowledged_block_is_skipped():
