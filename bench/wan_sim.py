@@ -23,7 +23,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from jettui.transfer import TransferConfig  # noqa: E402
-from jettui.transfer.simulation import Link, Simulation, build  # noqa: E402
+from jettui.transfer.manifest import FileEntry  # noqa: E402
+from jettui.transfer.simulation import Link, Simulation, build, make_entries  # noqa: E402
 
 
 def run_cell(rate_mbit: float, rtt: float, loss: float, mb: float, seed: int, trace: bool) -> dict[str, float]:
@@ -31,9 +32,11 @@ def run_cell(rate_mbit: float, rtt: float, loss: float, mb: float, seed: int, tr
     forward = Link(random.Random(seed), delay=rtt / 2, loss=loss, rate_bps=rate_mbit * 1e6, queue_limit=max(rtt, 0.02))
     backward = Link(random.Random(seed + 7), delay=rtt / 2, loss=loss)
     config = TransferConfig(min_cipher=0, max_cipher=0)
+    # As the server builds manifests: no digest up front, the sender hashes while sending.
+    entries = [FileEntry(e.path, e.size, e.mtime_ns) for e in make_entries([data])]
     sim = build(
         [data], sender_config=config, receiver_config=TransferConfig(min_cipher=0, max_cipher=0),
-        forward=forward, backward=backward, seed=seed,
+        forward=forward, backward=backward, seed=seed, entries=entries,
     )  # fmt: skip
     marks: dict[str, float] = {}
     seen = 0

@@ -438,7 +438,9 @@ class Receiver(SessionBase):
                     raise ControlError(f"bad digest for file {index}")
                 if digest:
                     self._digests[index] = digest
-                if self._active[index]:
+                if self._active[index] and message.get("early") is True:
+                    pass  # sent ahead of the ACKs: its blocks may still be on the way
+                elif self._active[index]:
                     rs = self._received[index]
                     missing = RangeSet(rs.missing(0, self._nblocks[index]))
                     self._control.send({"type": "missing", "file": index, "ranges": missing.to_bytes()})

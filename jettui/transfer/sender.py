@@ -131,6 +131,7 @@ class Sender(SessionBase):
         self._verdicts: dict[int, FileVerified] = {}
         self._eof_sent = bytearray(len(self.files))
         self._eof_queue: list[int] = []
+        self._early_eof_sent = False
         self._handshake = InitiatorHandshake(
             static_key, peer_public_key, config.min_cipher, config.max_cipher, bs, ephemeral_key
         )
@@ -222,14 +223,20 @@ class Sender(SessionBase):
             return self._final_datagrams(now)
         if self._state is SenderState.HANDSHAKE:
             return self._hello_datagrams(now)
+        if not self._early_eof_sent and self._state is SenderState.SENDING and not self._new_remaining:
+            # Every block has been sent once: the digests of the files still waiting for
+            # ACKs go now, so the receiver can verify each file as its last block lands
+            # instead of a round trip after the sender saw it acknowledged (one RTT less
+            # of tail: 0.3 s at 300 ms).  The eof after the ACKs still follows, and only it
+            # asks the receiver what is missing: these blocks may still be in flight.
+            self._early_eof_sent = True
+            early = [i for i, n in enumerate(self._nblocks) if n and not self._eof_sent[i] and i not in self._skipped]
+            if early and not self._send_eof(early, now, early=True):
+                return self._final_datagrams(now)
         if self._eof_queue:
             queue, self._eof_queue = self._eof_queue, []
-            try:
-                digests = [self._digest(index) for index in queue]
-            except Exception as exc:  # the source is the driver's file I/O: report, don't crash
-                self._fail(f"cannot hash a source file: {exc}", remote=False, notify=True)
+            if not self._send_eof(queue, now):
                 return self._final_datagrams(now)
-            self._control.send({"type": "eof", "files": queue, "digests": digests})
         out: list[bytes] = []
         self._common_datagrams(now, out)
         if self._state is SenderState.SENDING and not self._paused:
@@ -468,6 +475,18 @@ class Sender(SessionBase):
             if source_digest is not None:
                 digest = source_digest(index)
         return digest
+
+    def _send_eof(self, files: list[int], now: float, early: bool = False) -> bool:
+        try:
+            digests = [self._digest(index) for index in files]
+        except Exception as exc:  # the source is the driver's file I/O: report, don't crash
+            self._fail(f"cannot hash a source file: {exc}", remote=False, notify=True)
+            return False
+        message: dict[str, Any] = {"type": "eof", "files": files, "digests": digests}
+        if early:
+            message["early"] = True
+        self._control.send(message)
+        return True
 
     def _file_acked(self, index: int) -> None:
         if not self._eof_sent[index] and self._nblocks[index]:
