@@ -597,6 +597,10 @@ class Link:
             )
             out, _ = srv.communicate(timeout=15)
             data = json.loads(out)
+            if not data.get("intervals"):
+                # iperf3's server saw no test (its client failed to connect in time): say so,
+                # rather than an IndexError that ends the whole matrix.
+                raise RuntimeError(f"link self-check: iperf3 measured nothing ({data.get('error', 'no intervals')})")
             rates = [iv["sum"]["bits_per_second"] for iv in data["intervals"][1:]] or [
                 data["intervals"][0]["sum"]["bits_per_second"]
             ]
