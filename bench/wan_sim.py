@@ -23,7 +23,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from jettui.transfer import TransferConfig  # noqa: E402
-from jettui.transfer.manifest import FileEntry  # noqa: E402
 from jettui.transfer.simulation import Link, Simulation, build, make_entries  # noqa: E402
 
 
@@ -33,7 +32,7 @@ def run_cell(rate_mbit: float, rtt: float, loss: float, mb: float, seed: int, tr
     backward = Link(random.Random(seed + 7), delay=rtt / 2, loss=loss)
     config = TransferConfig(min_cipher=0, max_cipher=0)
     # As the server builds manifests: no digest up front, the sender hashes while sending.
-    entries = [FileEntry(e.path, e.size, e.mtime_ns) for e in make_entries([data])]
+    entries = make_entries([data], digests=False)
     sim = build(
         [data], sender_config=config, receiver_config=TransferConfig(min_cipher=0, max_cipher=0),
         forward=forward, backward=backward, seed=seed, entries=entries,

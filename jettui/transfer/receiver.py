@@ -431,6 +431,9 @@ class Receiver(SessionBase):
             check_message(message, files=list, digests=list)
             if len(message["digests"]) != len(message["files"]):
                 raise ControlError("eof has not one digest per file")
+            # An early eof comes ahead of the ACKs: its blocks may still be on the way, so
+            # only the eof after them asks for what is missing.
+            early = message.get("early") is True
             for index, digest in zip(message["files"], message["digests"], strict=True):
                 if not isinstance(index, int) or not 0 <= index < len(self.files):
                     raise ControlError(f"eof for unknown file {index!r}")
@@ -438,12 +441,10 @@ class Receiver(SessionBase):
                     raise ControlError(f"bad digest for file {index}")
                 if digest:
                     self._digests[index] = digest
-                if self._active[index] and message.get("early") is True:
-                    pass  # sent ahead of the ACKs: its blocks may still be on the way
-                elif self._active[index]:
-                    rs = self._received[index]
-                    missing = RangeSet(rs.missing(0, self._nblocks[index]))
-                    self._control.send({"type": "missing", "file": index, "ranges": missing.to_bytes()})
+                if self._active[index]:
+                    if not early:
+                        missing = RangeSet(self._received[index].missing(0, self._nblocks[index]))
+                        self._control.send({"type": "missing", "file": index, "ranges": missing.to_bytes()})
                 elif self._awaiting_digest[index]:
                     self._awaiting_digest[index] = 0
                     self._events.append(FileReceived(index, self._digests[index]))

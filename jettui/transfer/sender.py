@@ -231,11 +231,11 @@ class Sender(SessionBase):
             # asks the receiver what is missing: these blocks may still be in flight.
             self._early_eof_sent = True
             early = [i for i, n in enumerate(self._nblocks) if n and not self._eof_sent[i] and i not in self._skipped]
-            if early and not self._send_eof(early, now, early=True):
+            if early and not self._send_eof(early, early=True):
                 return self._final_datagrams(now)
         if self._eof_queue:
             queue, self._eof_queue = self._eof_queue, []
-            if not self._send_eof(queue, now):
+            if not self._send_eof(queue):
                 return self._final_datagrams(now)
         out: list[bytes] = []
         self._common_datagrams(now, out)
@@ -476,7 +476,7 @@ class Sender(SessionBase):
                 digest = source_digest(index)
         return digest
 
-    def _send_eof(self, files: list[int], now: float, early: bool = False) -> bool:
+    def _send_eof(self, files: list[int], early: bool = False) -> bool:
         try:
             digests = [self._digest(index) for index in files]
         except Exception as exc:  # the source is the driver's file I/O: report, don't crash

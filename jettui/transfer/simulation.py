@@ -25,10 +25,16 @@ from .sender import BlockSource, Sender
 __all__ = ["Link", "MemorySink", "MemorySource", "Simulation", "build", "make_entries"]
 
 
-def make_entries(contents: Sequence[bytes], prefix: str = "file") -> list[FileEntry]:
-    """Manifest entries (SHA-256 digests) for in-memory file contents."""
+def make_entries(contents: Sequence[bytes], prefix: str = "file", digests: bool = True) -> list[FileEntry]:
+    """Manifest entries for in-memory file contents, with SHA-256 digests unless ``digests``
+    is False (as the server builds them: the sender's eof brings the digest)."""
     return [
-        FileEntry(f"{prefix}{i}", len(data), 1_700_000_000_000_000_000 + i, digest=hashlib.sha256(data).digest())
+        FileEntry(
+            f"{prefix}{i}",
+            len(data),
+            1_700_000_000_000_000_000 + i,
+            digest=hashlib.sha256(data).digest() if digests else b"",
+        )
         for i, data in enumerate(contents)
     ]
 

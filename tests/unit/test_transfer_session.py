@@ -460,7 +460,7 @@ def test_tail_is_one_round_trip_when_digests_come_from_eof(loss):
     contents = payloads(29, 600_000, 300_000)
     sim = build(
         contents,
-        entries=_undigested(contents),  # the digests travel in eof messages
+        entries=make_entries(contents, digests=False),  # the digests travel in eof messages
         sender_config=config(),
         receiver_config=config(),
         forward=Link(random.Random(5), delay=rtt / 2, loss=loss),
@@ -515,14 +515,9 @@ def test_many_small_files_are_acknowledged_without_resends():
     assert sim.receiver.stats.acks_sent > s.packets_sent // 64  # the overflow ACKs went out
 
 
-def _undigested(contents):
-    """Manifest entries as the server builds them: no digest (the eof brings it)."""
-    return [FileEntry(e.path, e.size, e.mtime_ns) for e in make_entries(contents)]
-
-
 def test_digests_travel_in_eof_when_the_manifest_has_none():
     contents = payloads(21, 100_000, 0, 1, 1344, 70_001)
-    sim = build(contents, entries=_undigested(contents))
+    sim = build(contents, entries=make_entries(contents, digests=False))
     sim.run(30)
     assert_delivered(sim, contents)
     received = {e.file_index: e.digest for e in sim.receiver_events if isinstance(e, FileReceived)}
@@ -534,7 +529,7 @@ def test_digest_from_eof_after_resume_and_a_wrong_one_fails():
     contents = payloads(22, 134_400, 13_440)
     present = {0: RangeSet([(0, 60)]), 1: RangeSet([(0, 10)])}  # file 1 complete before any eof
     initial = [contents[0][:80_640] + bytes(134_400 - 80_640), contents[1]]
-    sim = build(contents, entries=_undigested(contents), present=present, initial=initial)
+    sim = build(contents, entries=make_entries(contents, digests=False), present=present, initial=initial)
     sim.run(30)
     assert_delivered(sim, contents)
 
@@ -542,7 +537,7 @@ def test_digest_from_eof_after_resume_and_a_wrong_one_fails():
         def digest(self, file_index: int) -> bytes:
             return hashlib.sha256(b"something else").digest()
 
-    sim = build(contents, entries=_undigested(contents), source=WrongDigest(contents))
+    sim = build(contents, entries=make_entries(contents, digests=False), source=WrongDigest(contents))
     sim.run(30)
     assert sim.sender.state is SenderState.COMPLETE
     assert sim.sender_events[-1] == TransferCompleted(failed=(0, 1))
