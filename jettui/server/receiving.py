@@ -55,6 +55,10 @@ log = logging.getLogger("jettui.server.receiving")
 #: How often the checkpoint loop looks for receptions due (each has its own frequency).
 CHECKPOINT_TICK = 0.25
 DEFAULT_CHECKPOINT_SECONDS = 5.0
+#: Most files verified and installed by one finish_files call: each holds its directory's
+#: descriptor until the batch's renames, and a queue of 40,000 small files in one batch ran
+#: the receiver out of descriptors (EMFILE) before this bound.
+FINISH_BATCH = 512
 #: How long a sender's verified user name and password are trusted without scrypt again.
 #: scrypt (N=2^17) costs ~1 s of CPU, measured, and every transfer request carries the
 #: destination's credentials: without this the receiver spent more time checking the
@@ -336,7 +340,8 @@ class RecvManager:
                 writer = reception.writer
                 if writer is None:
                     return
-                items, reception.finish_queue = reception.finish_queue, []
+                items = reception.finish_queue[:FINISH_BATCH]
+                del reception.finish_queue[:FINISH_BATCH]
                 batch = [index for index, _ in items]
                 try:
                     results = await asyncio.to_thread(writer.finish_files, batch, [d for _, d in items])

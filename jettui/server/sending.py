@@ -109,6 +109,8 @@ class Running:
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     outcome: tuple[str, str] = (TRANSFER_STATUS_ERROR, "")
     task: asyncio.Task[None] | None = None
+    #: The receiver's reason for the first file that failed (the transfer's error names it).
+    first_failure: str = ""
 
 
 class SendManager:
@@ -876,9 +878,12 @@ class SendManager:
                 t["filesComplete"] += 1
             else:
                 t["filesFailed"] += 1
+                if not run.first_failure:
+                    run.first_failure = event.message
         elif isinstance(event, TransferCompleted):
             if event.failed:
-                run.outcome = (TRANSFER_STATUS_ERROR, f"{len(event.failed)} file(s) failed verification")
+                first = f"; the first: {run.first_failure}" if run.first_failure else ""
+                run.outcome = (TRANSFER_STATUS_ERROR, f"{len(event.failed)} file(s) failed on the receiver{first}")
             elif run.outcome[0] == TRANSFER_STATUS_ERROR and not run.outcome[1]:
                 run.outcome = (TRANSFER_STATUS_COMPLETE, "")
             if not run.done.done():

@@ -194,7 +194,7 @@ class _Ready:
     """A verified file between its checks and its rename (finish_files' working set)."""
 
     file: _File
-    fd: int  # the data, owned
+    fd: int | None  # the data, owned; None in a batch (syncfs reaches it through ``parent``)
     dev: int
     parent: int  # directory descriptor, owned by finish_files
     cdir: int
@@ -887,6 +887,7 @@ class FileWriter:
         parents: dict[str, int] = {}
         devs: dict[int, int] = {}  # parent descriptor -> st_dev
         ready: list[_Ready] = []
+        batched = len(owned) > 1 and _syncfs is not None
         try:
             for f, fd in owned:
                 try:
@@ -914,6 +915,10 @@ class FileWriter:
                     handed, fd = fd, None  # _prepare owns it from here (keeps it in the _Ready, or closes it)
                     prepared = self._prepare(f, handed, parent, digest, verified_dev)
                     if isinstance(prepared, _Ready):
+                        if batched:
+                            # Thousands of files in a batch must not hold a descriptor each.
+                            _close(prepared.fd)
+                            prepared.fd = None
                         ready.append(prepared)
                     else:
                         results[f.index] = prepared
@@ -979,7 +984,10 @@ class FileWriter:
                 fault_point("block-write")
             _pwrite_all(fd, data, 0)
         except OSError as exc:
+            # Nothing of it was ever claimed (no checkpoint covers held data): a retry
+            # starts clean, and no empty part-file is left beside the others.
             os.close(fd)
+            _unlink(parent, f.part)
             raise self._io_error(exc, f, "writing")
         except BaseException:
             os.close(fd)
@@ -1040,15 +1048,13 @@ class FileWriter:
     def _make_durable(self, ready: Sequence[_Ready]) -> None:
         """fsync one file; ``syncfs`` once per filesystem for a batch (the same guarantee:
         every dirty page and inode of the filesystem is on disk when it returns)."""
-        if len(ready) == 1 or _syncfs is None:
-            for item in ready:
-                os.fsync(item.fd)
-            return
         done: set[int] = set()
         for item in ready:
-            if item.dev not in done:
+            if item.fd is not None:
+                os.fsync(item.fd)
+            elif item.dev not in done:
                 done.add(item.dev)
-                if _syncfs(item.fd) != 0:
+                if _syncfs(item.parent) != 0:
                     err = ctypes.get_errno()
                     raise OSError(err, os.strerror(err))
 

@@ -165,13 +165,22 @@ def test_source_changed_during_transfer_is_sent_again(tmp_path: Path, receiver) 
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a tmpfs")
-def test_receiver_disk_full_is_a_clear_error_and_the_server_stays_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["one big file", "many small files"])
+def test_receiver_disk_full_is_a_clear_error_and_the_server_stays_up(tmp_path: Path, shape: str) -> None:
+    """One 8 MB file fails while its blocks are written; 1,000 small files (held in memory
+    and written when they are finished) fail one by one, and the transfer's error names
+    the first of them."""
     small = tmp_path / "small"
     small.mkdir()
     wrap = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=3m none "{small}" && exec "$@"', "sh"]
     receiver = Daemon(tmp_path / "rx-state", "rx", "--sandbox-dir", str(small), wrap=wrap).start()
     src = tmp_path / "too-big.bin"
-    src.write_bytes(os.urandom(8_000_000))
+    if shape == "one big file":
+        src.write_bytes(os.urandom(8_000_000))
+    else:
+        for i in range(1000):
+            (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+            (src / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(4096))
     try:
         with running_server() as tx:
             tx.add_user("tx", "tx-pw")
@@ -181,10 +190,20 @@ def test_receiver_disk_full_is_a_clear_error_and_the_server_stays_up(tmp_path: P
                 manifest = api.send.waitForManifest(api.send.createManifest({"/too-big.bin": str(src)}))
                 done = wait_status(api, api.send.createTransfer(dest, manifest)["transferId"])
                 assert done["status"] == "error" and "disk full" in done["errorMessage"], done
+                if shape == "many small files":
+                    assert "file(s) failed on the receiver; the first: receiver disk full" in done["errorMessage"]
         with receiver.api() as rx_api:
             assert rx_api.server.echo("still up") == "still up"
             names = {f["name"] for f in rx_api.server.getRequestResult(rx_api.server.lsAsync("/"))["files"]}
-        assert "too-big.bin" not in names  # nothing truncated under the final name; the part-file waits for resume
+            if shape == "many small files":
+                sizes = {
+                    f["name"]: f["size"]
+                    for d in range(4)
+                    for f in rx_api.server.getRequestResult(rx_api.server.lsAsync(f"/too-big.bin/d{d}"))["files"]
+                }
+                # Nothing truncated under a final name: what is there is whole.
+                assert sizes and set(sizes.values()) == {4096}, sizes
+        assert "too-big.bin" not in names or shape == "many small files"
     finally:
         receiver.stop()
 

@@ -817,6 +817,31 @@ def test_finish_files_batches_mixed_outcomes_in_order(fs: FileSystemView, dst: P
     w.close()
 
 
+def test_a_batch_larger_than_the_descriptor_limit_finishes(fs: FileSystemView, dst: Path) -> None:
+    """A batch holds no descriptor per file: 600 files (multi-block ones, written to their
+    part-files, and small ones held in memory) finish under a limit of ~200 descriptors
+    (40,000 small files once failed with EMFILE when they were finished in one batch)."""
+    import resource
+
+    datas = [os.urandom(BS * 2 + i) if i % 2 else os.urandom(100 + i) for i in range(600)]
+    w = writer(fs, [entry(f"d{i % 3}/f{i}", d) for i, d in enumerate(datas)])
+    w.plan()
+    for i, d in enumerate(datas):
+        send(w, i, d)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 200, hard))
+    try:
+        results = w.finish_files(list(range(len(datas))))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    w.close()
+    assert results == [(True, "")] * len(datas)
+    for i, d in enumerate(datas):
+        assert (dst / f"in/d{i % 3}/f{i}").read_bytes() == d
+    assert all(leftovers(dst / f"in/d{k}") == set() for k in range(3))
+
+
 def _wait_hashed(w: FileWriter, index: int, at_least: int) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
