@@ -464,8 +464,9 @@ Subsystem sftp internal-sftp
 
 
 @contextlib.contextmanager
-def ssh_keys() -> Iterator[Path]:
-    """A throwaway directory with a host key, a client key and authorized_keys."""
+def ssh_keys(addr: str = ADDR_B, port: int = SSH_PORT) -> Iterator[Path]:
+    """A throwaway directory with a host key, a client key, authorized_keys and an
+    sshd_config listening on ``addr``:``port``."""
     with tempfile.TemporaryDirectory(prefix="jt-ssh-") as d:
         kd = Path(d)
         for name in ("host_ed25519", "client_ed25519"):
@@ -475,7 +476,7 @@ def ssh_keys() -> Iterator[Path]:
                 timeout=30,
             )
         (kd / "authorized_keys").write_text((kd / "client_ed25519.pub").read_text())
-        (kd / "sshd_config").write_text(SSHD_CONFIG.format(port=SSH_PORT, addr=ADDR_B, dir=kd))
+        (kd / "sshd_config").write_text(SSHD_CONFIG.format(port=port, addr=addr, dir=kd))
         yield kd
 
 

