@@ -43,6 +43,7 @@ from jettui.transfer import (
     TransferRequested,
 )
 from jettui.transfer.driver import Address, DriverSession, TransferEndpoint
+from jettui.transfer.receiver import EarlyDataBudget
 from jettui.transfer.writer import FileWriter
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ FINISH_BATCH = 512
 #: password than moving a 256 MiB file.  The entry is bound to the user's row (password
 #: hash, uid, group), so a changed password or a deleted user is checked again at once.
 CREDENTIAL_TTL = 600.0
+#: Data all sessions together may hold before their transfers are accepted (see
+#: TransferConfig.early_data_limit): senders not yet authenticated cannot make it more.
+EARLY_DATA_BUDGET = 64 << 20
 #: Receptions remembered after they end (the seed: the receiver forgets them after a while).
 KEEP_ENDED = 1000
 
@@ -110,6 +114,7 @@ class RecvManager:
         self._cred_key = os.urandom(32)
         self._creds: dict[tuple[str, str], tuple[bytes, float, Principal]] = {}
         self._checkpointer: asyncio.Task[None] | None = None
+        self.early_budget = EarlyDataBudget(EARLY_DATA_BUDGET)
         for row in server.state.query("SELECT reception_key, data FROM receptions ORDER BY updated_us"):
             record = json.loads(row["data"])
             if record["status"] == RECV_STATUS_RECEIVING:
@@ -178,6 +183,7 @@ class RecvManager:
             authorized_keys=authorized,
             session_id=session_id,
             peer_addr=addr,
+            early_budget=self.early_budget,
         )
         session = self.endpoint.add(receiver, self._on_event, self._on_finished, reception)
         self.active[session_id] = session

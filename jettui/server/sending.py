@@ -36,10 +36,13 @@ from jettui.constants import (
     MANIFEST_STATUS_PENDING,
     MIN_CIPHER_ENCRYPTED_256,
     MIN_CIPHER_NONE,
+    OVERWRITE_ALWAYS,
     OVERWRITE_NAMES,
+    OVERWRITE_VERSIONED,
     SYMLINKS_FOLLOW,
     SYMLINKS_IGNORE,
     TRANSFER_END_STATUSES,
+    TRANSFER_FLAG_WRITE_ONLY_NEWER,
     TRANSFER_STATUS_CANCELLED,
     TRANSFER_STATUS_COMPLETE,
     TRANSFER_STATUS_ERROR,
@@ -802,6 +805,11 @@ class SendManager:
             idle_timeout=SESSION_IDLE_TIMEOUT,
             initial_rate=min(self._rate_limit(t), 8e9 if _is_loopback(addr[0]) else 100e6),
         )
+        may_skip = t["overwrite"] not in (OVERWRITE_ALWAYS, OVERWRITE_VERSIONED)
+        if may_skip or t["transferFlags"] & TRANSFER_FLAG_WRITE_ONLY_NEWER:
+            # The receiver may skip files in these modes: wait for its answer before data
+            # flows rather than send the first early_data_limit bytes for nothing.
+            config.early_data_limit = 0
         checkpoint = self._checkpoint(tid)
         settings = d["_settings"]
         params = {

@@ -94,6 +94,12 @@ class TransferConfig:
     replay_window: int = 2048
     """Width of the packet-number replay window."""
 
+    early_data_limit: int = 8 << 20
+    """Bytes of DATA the sender sends after its transfer request and before the receiver's
+    answer, and the receiver holds until it accepts: the start costs one round trip instead
+    of two (0.3 s at 300 ms).  8 MiB covers a round trip at 100 Mbit/s up to ~600 ms; what
+    does not fit is sent again after the answer.  0 turns it off."""
+
     control_buffer_limit: int = 16 << 20
     """Largest amount of unread control-stream data (bytes) the peer may make us buffer."""
 

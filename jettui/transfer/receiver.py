@@ -55,7 +55,7 @@ from .packet import (
 from .ranges import RangeSet
 from .session import SessionBase, check_message
 
-__all__ = ["BlockSink", "Receiver", "ReceiverState"]
+__all__ = ["BlockSink", "EarlyDataBudget", "Receiver", "ReceiverState"]
 
 _DATA = int(PacketType.DATA)
 
@@ -88,6 +88,27 @@ class ReceiverState(enum.Enum):
     FAILED = "failed"
 
 
+class EarlyDataBudget:
+    """Bytes of not-yet-accepted DATA that all the receivers sharing it may hold together.
+
+    Data that arrives before the transfer is accepted comes from a peer whose credentials
+    are not checked yet, so a server gives its receivers one budget: many sessions that
+    never log in cannot make it hold more than ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
 class Receiver(SessionBase):
     """Receives one session.  ``session_id`` None adopts the id of the first HELLO."""
 
@@ -104,9 +125,14 @@ class Receiver(SessionBase):
         session_id: int | None = None,
         peer_addr: Any = None,
         ephemeral_key: X25519PrivateKey | None = None,
+        early_budget: EarlyDataBudget | None = None,
     ) -> None:
         super().__init__(config, -1 if session_id is None else session_id, peer_addr)
         self._state = ReceiverState.AWAIT_HELLO
+        # DATA that came before accept(): (payload, packet number, arrival), replayed then.
+        self._early: list[tuple[bytes, int, float]] = []
+        self._early_bytes = 0
+        self._early_budget = early_budget
         self._sink = sink
         self._static = static_key
         self._authorized = None if authorized_keys is None else frozenset(authorized_keys)
@@ -169,6 +195,8 @@ class Receiver(SessionBase):
                 if rs and index not in skip:
                     self._control.send({"type": "have", "file": index, "ranges": rs.to_bytes()})
         self._control.send({"type": "ready", "skip": [[i, str(r)] for i, r in sorted(skip.items())]})
+        early = self._early
+        self._release_early()
         self._set_state(ReceiverState.RECEIVING)
         for index in range(len(self.files)):
             if index in skip:
@@ -177,11 +205,16 @@ class Receiver(SessionBase):
                 self._complete_file(index)
             else:
                 self._active[index] = 1
+        for payload, pn, arrived in early:
+            if self._state is not ReceiverState.RECEIVING:
+                break  # a write failed
+            self._on_data(payload, pn, arrived)
 
     def reject(self, message: str) -> None:
         """Refuse the request (bad credentials, sandbox...); the sender fails with ``message``."""
         if self._state not in (ReceiverState.AWAIT_REQUEST, ReceiverState.AWAIT_ACCEPT):
             raise LocalProtocolError(f"reject() in state {self._state.name}")
+        self._release_early()
         self._control.send({"type": "reject", "message": message})
         self._fail(f"rejected: {message}", remote=False, notify=False)
 
@@ -395,7 +428,24 @@ class Receiver(SessionBase):
             return
         super()._fail(message, remote, notify)
 
+    def _release_early(self) -> None:
+        self._early = []
+        if self._early_budget is not None:
+            self._early_budget.give(self._early_bytes)
+        self._early_bytes = 0
+
+    def _hold_early(self, payload: bytes | memoryview, pn: int, now: float) -> None:
+        n = len(payload)
+        if self._early_bytes + n > self._config.early_data_limit or (
+            self._early_budget is not None and not self._early_budget.take(n)
+        ):
+            self.drops.unexpected += 1  # the sender sends it again once it is accepted
+            return
+        self._early_bytes += n
+        self._early.append((bytes(payload), pn, now))
+
     def _enter_failed(self) -> None:
+        self._release_early()
         # Linger (answering retransmissions) only if the peer has something to hear from us.
         if self._send_prot is not None and not self._control.all_acked:
             self._drain(self._last_recv or 0.0, ReceiverState.FAILED)
@@ -497,7 +547,10 @@ class Receiver(SessionBase):
 
     def _on_data(self, payload: bytes | memoryview, pn: int, now: float) -> None:
         if self._state is not ReceiverState.RECEIVING:
-            self.drops.unexpected += 1
+            if self._state in (ReceiverState.AWAIT_REQUEST, ReceiverState.AWAIT_ACCEPT):
+                self._hold_early(payload, pn, now)
+            else:
+                self.drops.unexpected += 1
             return
         send_time, blocks = decode_data(payload)
         owd = now - send_time

@@ -82,6 +82,10 @@ class SenderState(enum.Enum):
     FAILED = "failed"
 
 
+#: States in which ACKs are taken: data flows from the transfer request on.
+_ACKED_STATES = frozenset({SenderState.REQUESTING, SenderState.SENDING, SenderState.CLOSING})
+
+
 class Sender(SessionBase):
     """Sends ``files`` (read through ``source``) to the receiver whose key is ``peer_public_key``."""
 
@@ -132,6 +136,7 @@ class Sender(SessionBase):
         self._eof_sent = bytearray(len(self.files))
         self._eof_queue: list[int] = []
         self._early_eof_sent = False
+        self._early_left = 0
         self._handshake = InitiatorHandshake(
             static_key, peer_public_key, config.min_cipher, config.max_cipher, bs, ephemeral_key
         )
@@ -239,7 +244,7 @@ class Sender(SessionBase):
                 return self._final_datagrams(now)
         out: list[bytes] = []
         self._common_datagrams(now, out)
-        if self._state is SenderState.SENDING and not self._paused:
+        if self._data_may_flow():
             self._send_data(now, out)
         probe = self._probe_deadline()
         if (probe is not None and now >= probe) or now - self._last_send >= self._config.keepalive_interval:
@@ -286,7 +291,7 @@ class Sender(SessionBase):
         ):
             if t is not None:
                 times.append(t)
-        if self._state is SenderState.SENDING and not self._paused and self._has_data():
+        if self._data_may_flow() and self._has_data():
             t = self._pacer.next_send_time()
             stall = self._stall_deadline()
             if stall is None or t < stall:
@@ -357,6 +362,20 @@ class Sender(SessionBase):
         for first in range(0, len(self.files), _FILES_PER_MESSAGE):
             entries = [f.to_wire() for f in self.files[first : first + _FILES_PER_MESSAGE]]
             self._control.send({"type": "files", "first": first, "entries": entries})
+        # Data starts now, not once the receiver has answered: it holds up to
+        # early_data_limit bytes until it accepts (a round trip saved).  Its answer may
+        # still skip files or say it has blocks already; _on_ready takes those out.
+        self._pending = []
+        for index, n in enumerate(self._nblocks):
+            todo = RangeSet()
+            if n:
+                todo.add(0, n)
+                if self._acked[index]:
+                    todo.difference_update(self._acked[index])
+            self._pending.append(todo)
+            self._new_remaining += todo.count
+        # Not on a resume: the receiver then has part-files we would send again.
+        self._early_left = 0 if any(self._acked) else self._config.early_data_limit
 
     # -- control messages --------------------------------------------------------------------------
     def _on_control(self, message: dict[str, Any], now: float) -> None:
@@ -415,17 +434,20 @@ class Sender(SessionBase):
         for index in sorted(self._skipped):
             verdict = FileVerified(index, True, self._skipped[index], skipped=True)
             self._verdicts[index] = verdict
-        self._pending = []
-        for index, n in enumerate(self._nblocks):
-            todo = RangeSet()
-            if index not in self._skipped and n:
-                todo.add(0, n)
-                if self._acked[index]:
-                    todo.difference_update(self._acked[index])
-                if not todo:
-                    self._file_acked(index)
-            self._pending.append(todo)
-            self._new_remaining += todo.count
+        run = self._run
+        for index, todo in enumerate(self._pending):
+            if index in self._skipped:
+                todo.clear()
+                if run is not None and run[0] == index:
+                    self._run = None
+                continue
+            if self._acked[index]:
+                todo.difference_update(self._acked[index])  # the receiver's "have"
+            if self._nblocks[index] and self._acked[index].count == self._nblocks[index]:
+                self._file_acked(index)
+        self._new_remaining = sum(todo.count for todo in self._pending)
+        if self._run is not None:
+            self._new_remaining += self._run[2] - self._run[1]
         self._last_ack = now
         self._set_state(SenderState.SENDING)
         self._events.append(TransferAccepted(tuple(sorted(self._skipped))))
@@ -495,7 +517,7 @@ class Sender(SessionBase):
 
     # -- acknowledgements and loss ---------------------------------------------------------------------
     def _on_packet(self, ptype: int, payload: bytes | memoryview, now: float) -> None:
-        if ptype != PacketType.ACK or self._state not in (SenderState.SENDING, SenderState.CLOSING):
+        if ptype != PacketType.ACK or self._state not in _ACKED_STATES:
             self.drops.unexpected += 1
             return
         ack = decode_ack(payload)
@@ -565,6 +587,13 @@ class Sender(SessionBase):
         return base + max(pto, min(pto * 2**self._probe_count, self._config.max_probe_interval))
 
     # -- data ---------------------------------------------------------------------------------------
+    def _data_may_flow(self) -> bool:
+        """Sending, or requesting with early data left (the pacing timer runs in both: early
+        data sent only when some datagram happened to arrive went out in bursts)."""
+        if self._paused:
+            return False
+        return self._state is SenderState.SENDING or (self._state is SenderState.REQUESTING and self._early_left > 0)
+
     def _has_data(self) -> bool:
         return bool(self._retx) or self._run is not None or self._new_remaining > 0
 
@@ -592,11 +621,16 @@ class Sender(SessionBase):
         pacer = self._pacer
         pacer.rate = self._rate.rate
         credit = pacer.refill(now, self._config.max_datagram_size)
+        early = self._state is SenderState.REQUESTING
         while credit > 0:
+            if early and self._early_left <= 0:
+                break
             datagram = self._build_data(now)
             if datagram is None:
                 self._app_limited = True
                 break
+            if early:
+                self._early_left -= len(datagram)
             out.append(datagram)
             pacer.spend(len(datagram))
             credit -= len(datagram)
@@ -608,6 +642,7 @@ class Sender(SessionBase):
         bs = self.block_size
         sizes = self._sizes
         retx = self._retx
+        skipped = self._skipped
         blocks: list[tuple[int, int, bytes | memoryview]] = []
         runs: list[list[int]] = []
         resent = 0
@@ -615,6 +650,9 @@ class Sender(SessionBase):
             if retx:
                 f, b, e = retx[0]
                 acked = self._acked[f]
+                if f in skipped:  # sent before the receiver said it skips the file
+                    retx.popleft()
+                    continue
                 if b in acked:
                     retx.popleft()
                     retx.extendleft((f, gs, ge) for gs, ge in reversed(acked.missing(b, e)))

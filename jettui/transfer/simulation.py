@@ -19,7 +19,7 @@ from .events import Event, FileReceived, TransferRequested
 from .manifest import FileEntry
 from .packet import PacketType
 from .ranges import RangeSet
-from .receiver import Receiver
+from .receiver import EarlyDataBudget, Receiver
 from .sender import BlockSource, Sender
 
 __all__ = ["Link", "MemorySink", "MemorySource", "Simulation", "build", "make_entries"]
@@ -300,6 +300,7 @@ def build(
     authorized_keys: Sequence[bytes] | None = None,
     source: BlockSource | None = None,
     sink: MemorySink | None = None,
+    early_budget: EarlyDataBudget | None = None,
 ) -> Simulation:
     """A ready-to-run sender/receiver pair over two links with seeded impairments."""
     skey = sender_key or StaticKey.generate()
@@ -316,7 +317,13 @@ def build(
         acked=acked,
         session_id=0x1234_5678_9ABC_DEF0,
     )
-    receiver = Receiver(receiver_config or TransferConfig(), sink, static_key=rkey, authorized_keys=authorized_keys)
+    receiver = Receiver(
+        receiver_config or TransferConfig(),
+        sink,
+        static_key=rkey,
+        authorized_keys=authorized_keys,
+        early_budget=early_budget,
+    )
     forward = forward or Link(random.Random(seed))
     backward = backward or Link(random.Random(seed + 1_000_003))
     return Simulation(sender, receiver, sink, forward, backward, present=present, skip=skip)
