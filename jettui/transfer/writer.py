@@ -39,6 +39,11 @@ sequence is: blocks → part-file; verify SHA-256 of the whole part-file against
 manifest; chmod/utime; fsync; rename (link to ``.jetbak`` first for VERSIONED); fsync the
 directory; remove the sidecar.
 
+Blocks that continue the one before are gathered in memory up to ``COALESCE`` bytes and
+written together; gathered bytes are not in the file's written ranges until their
+``pwrite`` returns, so no checkpoint claims them (a checkpoint, a finish, or the
+descriptor's eviction writes them; an abort drops them and a resume asks for them again).
+
 A small new file that arrives whole in one block is held in memory by :meth:`write` and
 created by :meth:`finish_files`: its bytes are verified there, in memory, and written in
 one ``pwrite`` before the same metadata, sync and rename steps.
@@ -135,6 +140,10 @@ MAX_LISTINGS = 4096
 SMALL_FILE = 256 * 1024
 #: Most bytes held that way at once; past it small files are written at once like others.
 MAX_STASHED = 64 * 1024 * 1024
+#: Blocks that continue the previous one are gathered up to this many bytes and written in
+#: one ``pwrite``: a ``pwrite`` per 1.4 kB block into tmpfs cost 2.4-3.5 us (1 s per 512 MB,
+#: measured), one per 64 KiB 0.3 s, and the receiving loop is the loopback bottleneck.
+COALESCE = 64 * 1024
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_RW = os.O_RDWR | os.O_NOFOLLOW | _CLOEXEC
@@ -182,6 +191,9 @@ class _File:
     hashed: int = 0
     hash_queued: bool = False
     stash: bytes | None = None  # a small file's whole content, written by finish_files
+    # Contiguous blocks not yet written (COALESCE): not in ``have``, so never claimed.
+    pending: bytearray | None = None
+    pending_at: int = 0
 
     @property
     def data_name(self) -> str:
@@ -396,6 +408,7 @@ class FileWriter:
         self._fds: OrderedDict[int, int] = OrderedDict()  # file index -> descriptor
         self._dirs: OrderedDict[str, int] = OrderedDict()  # virtual directory -> descriptor
         self._dirty: set[int] = set()  # files written since their last checkpoint
+        self._pending: set[int] = set()  # files holding gathered blocks (each has a descriptor open)
         self._closed = False
         # Incremental hashing; off when the data must be zeros (TRANSFER_FLAG_READ off).
         self._hash_ahead = bool(flags & TRANSFER_FLAG_READ)
@@ -635,26 +648,57 @@ class FileWriter:
                 self.bytes_written += n
                 return
             fd = self._fds.get(file_index)
-            try:
-                if fd is None:
+            if fd is None:
+                try:
                     fd = self._open_locked(f)
-                else:
-                    self._fds.move_to_end(file_index)
-                if faults.FAULT is not None and faults.FAULT[0] == "block-write" and n > 1:
-                    _pwrite_all(fd, data[: n // 2], offset)
-                    fault_point("block-write")
-                _pwrite_all(fd, data, offset)
-            except OSError as exc:
-                raise self._io_error(exc, f, "writing")
-            f.have.add(offset, end)
-            if not f.dirty:
-                f.dirty = True
-                self._dirty.add(file_index)
-            if self._hash_ahead and size >= HASH_AHEAD and not f.hash_queued:
-                first = f.have.first()
-                if first is not None and first[0] == 0 and (first[1] - f.hashed >= HASH_AHEAD or first[1] == size):
-                    self._queue_hash_locked(f)
+                except OSError as exc:
+                    raise self._io_error(exc, f, "writing")
+            else:
+                self._fds.move_to_end(file_index)
+            pending = f.pending
+            if pending is not None:
+                if offset == f.pending_at + len(pending):
+                    pending += data
+                    if len(pending) >= COALESCE or end == size:
+                        self._flush_locked(f, fd)
+                    self.bytes_written += n
+                    return
+                self._flush_locked(f, fd)
+            if n < COALESCE and end < size:
+                f.pending = bytearray(data)
+                f.pending_at = offset
+                self._pending.add(file_index)
+            else:
+                self._store_locked(f, fd, data, offset)
         self.bytes_written += n
+
+    def _flush_locked(self, f: _File, fd: int) -> None:
+        """Write the blocks ``f`` gathered (see COALESCE); they are dropped if that fails."""
+        pending = f.pending
+        if pending is None:
+            return
+        f.pending = None
+        self._pending.discard(f.index)
+        self._store_locked(f, fd, pending, f.pending_at)
+
+    def _store_locked(self, f: _File, fd: int, data: memoryview | bytearray, offset: int) -> None:
+        n = len(data)
+        try:
+            if faults.FAULT is not None and faults.FAULT[0] == "block-write" and n > 1:
+                _pwrite_all(fd, memoryview(data)[: n // 2], offset)
+                fault_point("block-write")
+            _pwrite_all(fd, data, offset)
+        except OSError as exc:
+            raise self._io_error(exc, f, "writing")
+        f.have.add(offset, offset + n)
+        if not f.dirty:
+            f.dirty = True
+            self._dirty.add(f.index)
+        size = f.entry.size
+        if self._hash_ahead and size >= HASH_AHEAD and not f.hash_queued:
+            first = f.have.first()
+            if first is not None and first[0] == 0 and (first[1] - f.hashed >= HASH_AHEAD or first[1] == size):
+                self._queue_hash_locked(f)
 
     # -- incremental hashing ----------------------------------------------------------------------------
     def _queue_hash_locked(self, f: _File) -> None:
@@ -724,7 +768,11 @@ class FileWriter:
         while len(self._fds) > self._max_open:
             # Closing needs no fsync: the next checkpoint or finish reopens the file by
             # name and fsync flushes the inode's pages whichever descriptor wrote them.
-            _close(self._fds.popitem(last=False)[1])
+            index, old = self._fds.popitem(last=False)
+            try:
+                self._flush_locked(self._files[index], old)
+            finally:
+                _close(old)
         return fd
 
     def _open_data(self, f: _File, parent: int, sized: bool = True, create_mode: int = 0o600) -> int:
@@ -783,6 +831,7 @@ class FileWriter:
         with self._lock:
             if self._closed:
                 return 0
+            self._flush_all_locked()
             for index in sorted(self._dirty):
                 f = self._files[index]
                 f.dirty = False
@@ -813,6 +862,17 @@ class FileWriter:
         if error is not None:
             raise error
         return written
+
+    def _flush_all_locked(self) -> None:
+        """Write every file's gathered blocks; the first failure is raised after the rest."""
+        error: CommandError | None = None
+        for index in sorted(self._pending):
+            try:
+                self._flush_locked(self._files[index], self._fds[index])
+            except CommandError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def _checkpoint_one(self, f: _File, fd: int | None, have: RangeSet) -> None:
         parent = self._fs.open_dir_for_write(f.vparent, create=False)
@@ -877,7 +937,17 @@ class FileWriter:
                     results[index] = (False, f"{f.display} was already finished")
                 else:
                     f.state = _State.FINISHING
-                    owned.append((f, self._fds.pop(index, None)))  # ours now: write() refuses it
+                    fd = self._fds.pop(index, None)  # ours now: write() refuses it
+                    if fd is not None:
+                        try:
+                            self._flush_locked(f, fd)
+                        except CommandError as exc:
+                            # Left as a resume finds it: the sidecar claims only written bytes.
+                            os.close(fd)
+                            f.state = _State.FINISHED
+                            results[index] = (False, exc.message)
+                            continue
+                    owned.append((f, fd))
         # A checkpoint that picked one of these files before FINISHING was set may still be
         # writing its sidecar: wait it out, so the sidecar cannot reappear after we remove it.
         # Later checkpoints see FINISHING and leave the file alone.
@@ -1159,6 +1229,10 @@ class FileWriter:
         with self._lock:
             self._closed = True
             self._hash_cv.notify_all()  # the hasher thread ends
+            # Gathered blocks were never claimed (not in ``have``): a resume asks for them.
+            for index in self._pending:
+                self._files[index].pending = None
+            self._pending.clear()
             fds = list(self._fds.values()) + list(self._dirs.values())
             self._fds.clear()
             self._dirs.clear()

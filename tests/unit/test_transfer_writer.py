@@ -379,6 +379,40 @@ def test_blocks_written_after_the_last_checkpoint_are_resent(fs: FileSystemView,
     assert list(present[0]) == [(0, 2)]
 
 
+def test_contiguous_blocks_are_gathered_into_few_writes_and_claimed_once_written(
+    fs: FileSystemView, dst: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jettui.transfer.writer import COALESCE
+
+    data = os.urandom(4 * COALESCE + 100)
+    count = -(-len(data) // BS)
+    sizes: list[int] = []
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, buf, at: sizes.append(len(buf)) or real_pwrite(fd, buf, at))
+    w = writer(fs, [entry("f", data)])
+    w.plan()
+    send(w, 0, data, [0, 1, 2])
+    assert sizes == []  # gathered, and not claimed by anything yet
+    w.checkpoint()
+    assert sizes[0] == 3 * BS  # one write, then the sidecar claiming it
+    del sizes[:]
+    send(w, 0, data, [5, 6, *range(3, 5), *range(7, count)])  # one hole filled late
+    assert w.finish_file(0) == (True, "")
+    assert (dst / "in/f").read_bytes() == data
+    assert len(sizes) <= 8 and sum(sizes) == len(data) - 3 * BS
+    w.close()
+    # Gathered blocks that were never written are never claimed: a resume asks for them.
+    w = writer(fs, [entry("g", data)])
+    w.plan()
+    send(w, 0, data, [0, 1])
+    w.checkpoint()
+    send(w, 0, data, [2, 3])
+    w.abort()
+    assert (dst / "in/g.jetpart").read_bytes()[2 * BS : 4 * BS] == bytes(2 * BS)
+    present, _ = writer(fs, [entry("g", data)]).plan()
+    assert list(present[0]) == [(0, 2)]
+
+
 def test_resume_without_block_size_uses_the_sidecar_or_the_first_block(fs: FileSystemView, dst: Path) -> None:
     data = os.urandom(6 * BS)
     w = FileWriter(fs, "/in", [entry("f", data)], OVERWRITE_ALWAYS, 3)  # block size never given
@@ -866,6 +900,7 @@ def test_large_files_are_hashed_while_they_arrive(fs: FileSystemView, dst: Path)
     send(w, 0, data, list(range(half, 0, -1)))  # block 0 last: nothing contiguous until then
     assert w._files[0].hashed == 0
     send(w, 0, data, [0])
+    w.checkpoint()  # block 0 alone is gathered (COALESCE) until a later write or a checkpoint
     assert _wait_hashed(w, 0, HASH_AHEAD) >= HASH_AHEAD
     send(w, 0, data, list(range(half + 1, count)))
     bad = bytearray(data)
