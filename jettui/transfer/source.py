@@ -120,6 +120,12 @@ def normalize_dest_path(path: object, *, allow_empty: bool = False) -> str:
         raise CommandError(f"a destination path must be a string, not {type(path).__name__}")
     if "\x00" in path:
         raise CommandError(f"destination path {show(path)} contains a NUL byte")
+    # Already in normal form (a manifest's own paths are): one pass in C instead of a Python
+    # loop per component, ~5 us of the receiver's set-up per file of a 10,000-file tree.
+    if path.isascii() and 0 < len(path) <= MAX_NAME_BYTES:
+        split = path.split("/")
+        if "" not in split and "." not in split and ".." not in split:
+            return path
     parts: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):

@@ -116,6 +116,7 @@ __all__ = ["CKPT_SUFFIX", "FileWriter", "part_names"]
 CKPT_SUFFIX = PARTFILE_SUFFIX + ".ckpt"
 _TMP_SUFFIX = ".tmp"
 _LONGEST_SUFFIX = len((CKPT_SUFFIX + _TMP_SUFFIX).encode())
+_AUX_SUFFIXES = (PARTFILE_SUFFIX, CKPT_SUFFIX, CKPT_SUFFIX + _TMP_SUFFIX, BACKUP_SUFFIX)
 
 #: Sidecar layout version 1: magic, msgpack body, SHA-256 of magic + body.
 SIDECAR_MAGIC = b"JETCKPT\x01"
@@ -426,7 +427,6 @@ class FileWriter:
     def _make_files(self, base: str, entries: Sequence[FileEntry]) -> list[_File]:
         files: list[_File] = []
         seen: dict[str, int] = {}
-        aux: set[str] = set()
         for index, entry in enumerate(entries):
             try:
                 rel = normalize_dest_path(entry.path, allow_empty=entry.kind == FILETYPE_DIRECTORY)
@@ -440,12 +440,18 @@ class FileWriter:
             display = base if not rel else (base + rel if base.endswith("/") else f"{base}/{rel}")
             part, ckpt, bak = part_names(name) if name else ("", "", "")
             files.append(_File(index, entry, vparent, name, display, part, ckpt, bak))
-            if name:
-                prefix = f"{head}/" if head else ""
-                aux.update((prefix + part, prefix + ckpt, prefix + ckpt + _TMP_SUFFIX, prefix + bak))
-        clash = aux.intersection(seen)
-        if clash:
-            raise CommandError(f"manifest entry {min(clash)!r} has the name of another entry's part-file or backup")
+        # Every part-file, sidecar or backup name ends with one of these suffixes: only an
+        # entry named so can clash with another entry's (none, in nearly every manifest).
+        if any(rel.endswith(_AUX_SUFFIXES) for rel in seen):
+            aux: set[str] = set()
+            for rel, index in seen.items():
+                f = files[index]
+                if f.name:
+                    prefix = rel[: len(rel) - len(f.name)]
+                    aux.update((prefix + f.part, prefix + f.ckpt, prefix + f.ckpt + _TMP_SUFFIX, prefix + f.bak))
+            clash = aux.intersection(seen)
+            if clash:
+                raise CommandError(f"manifest entry {min(clash)!r} has the name of another entry's part-file or backup")
         return files
 
     @property
