@@ -27,6 +27,10 @@ The payloads, all big-endian:
 * CONTROL: stream offset (u64) then a chunk of the reliable control byte stream.
 * CONTROL_ACK: the next control-stream offset the sender of the ACK expects (u64).
 * PING: send time (f64).  PONG: echoed send time (f64), delay at the peer (f64).
+* PARITY (sent before the blocks it covers, in the last round trip of a lossy transfer):
+  file index (u32), first block (u64), block count (u8, at least 2), then the XOR of
+  those consecutive blocks of that file, each zero-padded to the longest.  With it the
+  receiver rebuilds any one of them that does not arrive.
 
 Decoders check every length and raise :class:`PacketError` (and nothing else) on
 malformed input; the hypothesis tests hold them to that.
@@ -45,6 +49,7 @@ __all__ = [
     "HEADER",
     "HEADER_SIZE",
     "MAGIC_VERSION",
+    "PARITY_HEADER_SIZE",
     "TAG_SIZE",
     "Ack",
     "Hello",
@@ -61,6 +66,7 @@ __all__ = [
     "decode_hello_reply",
     "decode_packet",
     "decode_ping",
+    "decode_parity",
     "decode_pong",
     "encode_ack",
     "encode_control",
@@ -70,6 +76,7 @@ __all__ = [
     "encode_header",
     "encode_hello",
     "encode_hello_reply",
+    "encode_parity",
     "encode_ping",
     "encode_pong",
 ]
@@ -88,6 +95,7 @@ class PacketType(enum.IntEnum):
     CONTROL_ACK = 6
     PING = 7
     PONG = 8
+    PARITY = 9
 
 
 _TYPES = frozenset(int(t) for t in PacketType)
@@ -107,6 +115,9 @@ _PONG = struct.Struct("!dd")
 BLOCK_HEADER = struct.Struct("!IQH")
 _ACK_FIXED = struct.Struct("!QdddQQddH")
 _ACK_GROUP = struct.Struct("!IH")
+_PARITY = struct.Struct("!IQB")
+#: Bytes a PARITY payload spends besides the parity itself (it fits wherever a block does).
+PARITY_HEADER_SIZE = _PARITY.size
 
 #: Largest block length the u16 length field can carry.
 MAX_BLOCK_SIZE = 0xFFFF
@@ -364,6 +375,23 @@ def decode_pong(payload: bytes | memoryview) -> tuple[float, float]:
     return float(echo), float(delay)
 
 
+# -- forward error correction -----------------------------------------------------------------
+def encode_parity(file_index: int, first_block: int, count: int, parity: bytes) -> bytes:
+    return _PARITY.pack(file_index, first_block, count) + parity
+
+
+def decode_parity(payload: bytes | memoryview) -> tuple[int, int, int, memoryview]:
+    """Return ``(file_index, first_block, count, parity view)``."""
+    if len(payload) <= _PARITY.size:
+        raise PacketError("PARITY payload too short")
+    f, first, count = _PARITY.unpack_from(payload)
+    if count < 2:
+        raise PacketError(f"PARITY over {count} block(s)")
+    if first + count > 1 << 63:
+        raise PacketError("PARITY block numbers out of range")
+    return f, first, count, memoryview(payload)[_PARITY.size :]
+
+
 _PLAIN_DECODERS = {
     PacketType.DATA: decode_data,
     PacketType.ACK: decode_ack,
@@ -371,6 +399,7 @@ _PLAIN_DECODERS = {
     PacketType.CONTROL_ACK: decode_control_ack,
     PacketType.PING: decode_ping,
     PacketType.PONG: decode_pong,
+    PacketType.PARITY: decode_parity,
 }
 
 

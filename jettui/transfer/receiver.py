@@ -15,6 +15,11 @@ The machine never decides policy: who may send (beyond the key allowlist), where
 go, what is already on disk and whether a file verified are the driver's answers to
 :class:`TransferRequested` and :class:`FileReceived` (``accept``/``reject``,
 ``file_verified``).  After any call, the driver calls ``datagrams_to_send``.
+
+A PARITY datagram (:mod:`.fec`) opens a group over blocks not received yet; each member
+that arrives is folded into it, and once a datagram has come and gone with exactly one
+member still missing, that member is rebuilt and taken as if it had arrived.  (Waiting one
+datagram spares rebuilding a block that was merely next in line.)
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .events import (
     TransferFailed,
     TransferRequested,
 )
+from .fec import ParityGroup
 from .manifest import Checkpoint, FileEntry, block_count
 from .packet import (
     HEADER,
@@ -50,6 +56,7 @@ from .packet import (
     PacketType,
     decode_data,
     decode_header,
+    decode_parity,
     encode_ack,
 )
 from .ranges import RangeSet
@@ -64,6 +71,9 @@ _MAX_EXTRA_ACKS = 16
 
 #: Most files one session may announce.
 MAX_FILES = 10_000_000
+
+#: Most blocks open parity groups cover at once (a group holds one block-sized integer).
+MAX_PARITY_MEMBERS = 1 << 16
 
 #: Whole-file digests are SHA-256; an empty file's needs no eof.
 DIGEST_SIZE = 32
@@ -178,6 +188,9 @@ class Receiver(SessionBase):
         self._drain_deadline: float | None = None
         self._drain_final = ReceiverState.CLOSED
         self._first_seen: float | None = None
+        # Tail parity: open groups by member (file, block), and groups left one short.
+        self._parity: dict[tuple[int, int], ParityGroup] = {}
+        self._short: list[ParityGroup] = []
 
     # -- decisions from the driver -----------------------------------------------------------------
     def accept(self, present: Mapping[int, RangeSet] | None = None, skip: Mapping[int, str] | None = None) -> None:
@@ -248,6 +261,18 @@ class Receiver(SessionBase):
 
     # -- sans-IO surface ---------------------------------------------------------------------------
     def receive_datagram(self, data: bytes | memoryview, addr: Any, now: float) -> None:
+        if not self._short:
+            self._receive(data, addr, now)
+            return
+        # Groups left one short by an earlier datagram: if this one did not bring the
+        # missing block either, it is taken as lost and rebuilt.
+        short, self._short = self._short, []
+        self._receive(data, addr, now)
+        for group in short:
+            if len(group.missing) == 1 and self._state is ReceiverState.RECEIVING:
+                self._rebuild(group, now)
+
+    def _receive(self, data: bytes | memoryview, addr: Any, now: float) -> None:
         if self._state is ReceiverState.RECEIVING and len(data) > HEADER_SIZE:
             # Fast path for the bulk of the traffic: DATA while receiving.  Same checks,
             # in the same order, as SessionBase._open, without the generality.
@@ -543,7 +568,58 @@ class Receiver(SessionBase):
 
     # -- data ---------------------------------------------------------------------------------------
     def _on_packet(self, ptype: int, payload: bytes | memoryview, now: float) -> None:
-        self.drops.unexpected += 1
+        if ptype == PacketType.PARITY and self._state is ReceiverState.RECEIVING:
+            self._on_parity(payload)
+        else:
+            self.drops.unexpected += 1
+
+    def _on_parity(self, payload: bytes | memoryview) -> None:
+        f, first, count, parity = decode_parity(payload)
+        if f >= len(self._received) or first + count > self._nblocks[f]:
+            self.drops.out_of_range += 1
+            return
+        if len(parity) != self.block_size:  # two blocks or more: one is whole
+            self.drops.out_of_range += 1
+            return
+        received = self._received[f]
+        blocks = range(first, first + count)
+        # A member already here cannot be folded in (its bytes are gone): the group is of no
+        # use, and the ARQ covers it as before.  So is a block another group already covers.
+        if (
+            not self._active[f]
+            or len(self._parity) + count > MAX_PARITY_MEMBERS
+            or any(b in received or (f, b) in self._parity for b in blocks)
+        ):
+            return
+        group = ParityGroup(f, blocks, parity)
+        for b in blocks:
+            self._parity[(f, b)] = group
+
+    def _rebuild(self, group: ParityGroup, now: float) -> None:
+        f = group.file_index
+        n = self._nblocks[f]
+        (b,) = group.missing
+        data = group.rebuild(self.block_size if b < n - 1 else self._last_len[f])
+        del self._parity[(f, b)]
+        group.missing.clear()
+        if not self._active[f] or not self._received[f].add(b, b + 1):
+            return
+        try:
+            self._sink.write(f, b * self.block_size, memoryview(data))
+        except Exception as exc:  # the sink is the driver's file I/O: report, don't crash
+            self._fail(f"cannot write {self.files[f].path!r}: {exc}", remote=False, notify=True)
+            return
+        self.stats.blocks_received += 1
+        self.stats.blocks_recovered += 1
+        self.stats.block_bytes_received += len(data)
+        runs = self._runs
+        if runs and runs[-1][0] == f and runs[-1][2] == b:
+            runs[-1][2] = b + 1
+        else:
+            runs.append([f, b, b + 1])
+        self._ack_now = True  # the sender may be about to resend it
+        if self._received[f].count == n:
+            self._complete_file(f)
 
     def _on_data(self, payload: bytes | memoryview, pn: int, now: float) -> None:
         if self._state is not ReceiverState.RECEIVING:
@@ -568,6 +644,7 @@ class Receiver(SessionBase):
         bs = self.block_size
         runs = self._runs
         stats = self.stats
+        parity = self._parity
         for f, b, view in blocks:
             if f >= nfiles:
                 self.drops.out_of_range += 1
@@ -584,6 +661,12 @@ class Receiver(SessionBase):
                 except Exception as exc:  # the sink is the driver's file I/O: report, don't crash
                     self._fail(f"cannot write {self.files[f].path!r}: {exc}", remote=False, notify=True)
                     return
+                if parity:
+                    group = parity.pop((f, b), None)
+                    if group is not None:
+                        group.absorb(b, view)
+                        if len(group.missing) == 1:
+                            self._short.append(group)
                 stats.blocks_received += 1
                 if self._received[f].count == n:
                     self._complete_file(f)

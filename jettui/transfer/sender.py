@@ -15,6 +15,11 @@ eligible.  Acknowledged ranges are cumulative knowledge (RangeSet per file) so l
 duplicated ACKs are harmless, and a block is checked against it again just before it is
 resent.
 
+Tail parity (:mod:`.fec`): on a path that has lost blocks, the last round trip of new
+data goes in groups of consecutive blocks of a file, each preceded by a PARITY datagram
+from which the receiver rebuilds any one block of the group that does not arrive, so a
+loss there no longer costs the transfer one more round trip.
+
 Resume: ``acked`` (our checkpoint) and the receiver's ``have`` messages both remove
 blocks from what must be sent.  Once a file is fully acknowledged the sender says
 ``eof``; a receiver that lacks blocks anyway (it lost state) answers ``missing`` and they
@@ -40,6 +45,7 @@ from .config import TransferConfig
 from .control import ControlError
 from .crypto import CIPHER_SUITES, CryptoError, InitiatorHandshake, StaticKey, cipher_name
 from .events import FileVerified, HandshakeCompleted, TransferAccepted, TransferCompleted
+from .fec import group_size, parity_of
 from .manifest import Checkpoint, FileEntry, block_count, block_length
 from .packet import (
     BLOCK_HEADER_SIZE,
@@ -50,6 +56,7 @@ from .packet import (
     block_overhead,
     data_parts,
     decode_ack,
+    encode_parity,
 )
 from .ranges import RangeSet
 from .rate import Pacer, RateController
@@ -130,6 +137,8 @@ class Sender(SessionBase):
         self._cur_file = 0
         self._run: list[int] | None = None
         self._retx: deque[tuple[int, int, int]] = deque()
+        # New blocks of the current parity group, already read: sent before any other new one.
+        self._grouped: deque[tuple[int, int, bytes | memoryview]] = deque()
         self._inflight: deque[tuple[float, list[list[int]]]] = deque()
         self._skipped: dict[int, str] = {}
         self._verdicts: dict[int, FileVerified] = {}
@@ -625,6 +634,12 @@ class Sender(SessionBase):
         while credit > 0:
             if early and self._early_left <= 0:
                 break
+            parity = None if early else self._parity_datagram(now)
+            if parity is not None:
+                out.append(parity)
+                pacer.spend(len(parity))
+                credit -= len(parity)
+                continue
             datagram = self._build_data(now)
             if datagram is None:
                 self._app_limited = True
@@ -635,6 +650,51 @@ class Sender(SessionBase):
             pacer.spend(len(datagram))
             credit -= len(datagram)
             self._last_eliciting = self._last_data_sent = now
+
+    def _read_block(self, f: int, b: int) -> bytes | memoryview | None:
+        """Block ``b`` of file ``f`` from the source; None when that failed the transfer."""
+        length = block_length(self._sizes[f], self.block_size, b)
+        try:
+            data = self._source.read(f, b * self.block_size, length)
+        except Exception as exc:  # the source is the driver's file I/O: report, don't crash
+            self._fail(f"cannot read {self.files[f].path!r}: {exc}", remote=False, notify=True)
+            return None
+        if len(data) != length:
+            self._fail(f"short read from {self.files[f].path!r} (file changed?)", False, True)
+            return None
+        return data
+
+    def _parity_datagram(self, now: float) -> bytes | None:
+        """The PARITY of the next group of new blocks, when one is due (module docstring):
+        in SENDING, resends done, the previous group sent, on a lossy path, and no more new
+        data left than one round trip carries.  The group's blocks are read now and sent
+        next."""
+        if self._grouped or self._retx or self._state is not SenderState.SENDING:
+            return None
+        stats = self.stats
+        k = group_size(stats.blocks_retransmitted, stats.blocks_sent)
+        one_round_trip = self._rate.rate * (self.rtt.srtt + self._config.ack_interval)  # bytes
+        if not k or self._new_remaining * self.block_size > one_round_trip:
+            return None
+        run = self._next_run()
+        if run is None:
+            return None
+        f, b, e = run
+        n = min(k, e - b)
+        if n < 2:
+            return None  # a lone block goes as it is
+        group: list[tuple[int, int, bytes | memoryview]] = []
+        for block in range(b, b + n):
+            data = self._read_block(f, block)
+            if data is None:
+                return None
+            group.append((f, block, data))
+        run[1] = b + n
+        if run[1] >= e:
+            self._run = None
+        self._grouped.extend(group)
+        stats.parity_sent += 1
+        return self._seal_parts(PacketType.PARITY, [encode_parity(f, b, n, parity_of([g[2] for g in group]))], now)
 
     def _build_data(self, now: float) -> bytes | None:
         room = self._max_payload - DATA_PREFIX_SIZE
@@ -665,6 +725,19 @@ class Sender(SessionBase):
                 else:
                     retx.popleft()
                 resent += 1
+            elif self._grouped:
+                f, b, data = self._grouped[0]
+                if len(data) + hs > room:
+                    break
+                self._grouped.popleft()
+                self._new_remaining -= 1
+                blocks.append((f, b, data))
+                room -= len(data) + hs
+                if runs and runs[-1][0] == f and runs[-1][2] == b:
+                    runs[-1][2] = b + 1
+                else:
+                    runs.append([f, b, b + 1])
+                continue
             else:
                 run = self._next_run()
                 if run is None:
@@ -677,13 +750,8 @@ class Sender(SessionBase):
                 if b + 1 >= e:
                     self._run = None
                 self._new_remaining -= 1
-            try:
-                data = self._source.read(f, b * bs, length)
-            except Exception as exc:  # the source is the driver's file I/O: report, don't crash
-                self._fail(f"cannot read {self.files[f].path!r}: {exc}", remote=False, notify=True)
-                return None
-            if len(data) != length:
-                self._fail(f"short read from {self.files[f].path!r} (file changed?)", False, True)
+            data = self._read_block(f, b)
+            if data is None:
                 return None
             blocks.append((f, b, data))
             room -= length + hs

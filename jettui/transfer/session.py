@@ -84,6 +84,8 @@ class TransferStats:
     blocks_retransmitted: int = 0
     blocks_received: int = 0
     blocks_duplicate: int = 0
+    blocks_recovered: int = 0  # rebuilt from a PARITY (receiver)
+    parity_sent: int = 0
     block_bytes_received: int = 0
     acks_sent: int = 0
     acks_recv: int = 0

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from jettui.transfer.packet import (
     HEADER_SIZE,
+    PARITY_HEADER_SIZE,
     TAG_SIZE,
     Ack,
     Hello,
@@ -24,6 +25,7 @@ from jettui.transfer.packet import (
     decode_hello,
     decode_hello_reply,
     decode_packet,
+    decode_parity,
     decode_ping,
     decode_pong,
     encode_ack,
@@ -33,6 +35,7 @@ from jettui.transfer.packet import (
     encode_header,
     encode_hello,
     encode_hello_reply,
+    encode_parity,
     encode_ping,
     encode_pong,
 )
@@ -64,6 +67,7 @@ def sample_datagrams() -> list[bytes]:
         PacketType.CONTROL_ACK: encode_control_ack(77),
         PacketType.PING: encode_ping(1.0),
         PacketType.PONG: encode_pong(1.0, 0.5),
+        PacketType.PARITY: encode_parity(3, 1 << 40, 5, b"p" * 50),
     }
     return [encode_header(t, 0xFEED, 42) + p for t, p in payloads.items()]
 
@@ -91,6 +95,8 @@ def test_every_type_round_trips():
     assert decoded[4][3] == (5, b"\x81\xa4type\xa5close")
     assert decoded[5][3] == 77
     assert decoded[6][3] == 1.0 and decoded[7][3] == (1.0, 0.5)
+    f, first, count, parity = decoded[8][3]
+    assert (f, first, count, bytes(parity)) == (3, 1 << 40, 5, b"p" * 50)
 
 
 def test_ack_nan_delay_fields_allowed():
@@ -98,7 +104,7 @@ def test_ack_nan_delay_fields_allowed():
     assert math.isnan(ack.owd_min) and ack.groups == ()
 
 
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(9))
 def test_every_truncation_raises_packet_error(index):
     datagram = sample_datagrams()[index]
     full = decode_packet(datagram)
@@ -116,6 +122,10 @@ def test_every_truncation_raises_packet_error(index):
         if index == 4 and cut > HEADER_SIZE + 8:
             # Likewise a CONTROL chunk cut short is a shorter chunk at the same offset.
             assert decode_packet(datagram[:cut])[3] == (5, full[3][1][: cut - HEADER_SIZE - 8])
+            continue
+        if index == 8 and cut > HEADER_SIZE + PARITY_HEADER_SIZE:
+            # And a PARITY cut short is a shorter parity (the receiver checks its length).
+            assert len(decode_packet(datagram[:cut])[3][3]) == cut - HEADER_SIZE - PARITY_HEADER_SIZE
             continue
         with pytest.raises(PacketError):
             decode_packet(datagram[:cut])
@@ -136,6 +146,9 @@ def test_every_truncation_raises_packet_error(index):
         (decode_control_ack, b"\x00" * 9),
         (decode_ping, b"\x00" * 7),
         (decode_pong, encode_pong(1.0, -0.5)),
+        (decode_parity, encode_parity(0, 0, 1, b"x")),  # a parity over one block
+        (decode_parity, encode_parity(0, 0, 2, b"")),  # no parity bytes
+        (decode_parity, encode_parity(0, (1 << 63) - 1, 2, b"x")),  # block numbers overflow
     ],
 )
 def test_malformed_payloads(decoder, payload):
@@ -161,7 +174,7 @@ def test_fuzz_random_bytes_only_packet_error(data, tag):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(0, 7), st.data())
+@given(st.integers(0, 8), st.data())
 def test_fuzz_mutated_datagrams_only_packet_error(index, data):
     datagram = bytearray(sample_datagrams()[index])
     for _ in range(data.draw(st.integers(1, 4))):

@@ -28,7 +28,7 @@ from jettui.transfer import (
     TransferConfig,
     TransferFailed,
 )
-from jettui.transfer.packet import TAG_SIZE, block_overhead, encode_data
+from jettui.transfer.packet import TAG_SIZE, block_overhead, decode_packet, encode_data
 from jettui.transfer.receiver import EarlyDataBudget
 from jettui.transfer.simulation import Link, MemorySink, MemorySource, build, make_entries
 
@@ -585,6 +585,59 @@ def test_tail_is_one_round_trip_when_digests_come_from_eof(loss):
     assert_delivered(sim, contents)
     tail = marks["done"] - marks["last_new"]
     assert tail < (2.5 if loss else 1.2) * rtt, tail
+
+
+def test_a_block_lost_in_the_last_round_trip_is_rebuilt_from_parity_not_resent():
+    """Once the path has lost something, the last round trip of new data goes with parity:
+    the loss of the very last block costs no resend and no extra round trip."""
+    rtt = 0.1
+    contents = payloads(31, 3_000_000)
+    last_block = -(-len(contents[0]) // 1360) - 1
+    dropped: list[int] = []
+
+    def drop(datagram: bytes, now: float) -> bool:
+        if datagram[1] != PacketType.DATA:
+            return False
+        blocks = {b for _, b, _ in decode_packet(datagram)[3][1]}
+        for victim in (0, last_block):  # the first block (the path is lossy), then the last
+            if victim in blocks and victim not in dropped:
+                dropped.append(victim)
+                return True
+        return False
+
+    sim = build(
+        contents,
+        sender_config=config(MIN_CIPHER_NONE),
+        receiver_config=config(MIN_CIPHER_NONE),
+        forward=Link(random.Random(1), delay=rtt / 2, drop=drop),
+        backward=Link(random.Random(2), delay=rtt / 2),
+    )
+    marks: dict[str, float] = {}
+
+    def step(s):
+        stats = s.sender.stats
+        if "last_new" not in marks and stats.blocks_sent - stats.blocks_retransmitted >= s.sender.total_blocks:
+            marks["last_new"] = s.now
+        if "done" not in marks and any(isinstance(e, TransferCompleted) for e in s.sender_events):
+            marks["done"] = s.now
+
+    sim.on_step = step
+    sim.run(60)
+    assert_delivered(sim, contents)
+    assert dropped == [0, last_block]
+    assert sim.sender.stats.blocks_retransmitted == 1  # block 0 only
+    assert sim.receiver.stats.blocks_recovered == 1
+    # One round trip of new data, 16 blocks per parity at this loss: ~1/16 more datagrams.
+    assert 5 <= sim.sender.stats.parity_sent <= 20
+    assert marks["done"] - marks["last_new"] < 1.2 * rtt
+
+
+def test_no_parity_on_a_path_that_loses_nothing():
+    contents = payloads(32, 1_000_000)
+    sim = build(contents, forward=Link(random.Random(1), delay=0.05), backward=Link(random.Random(2), delay=0.05))
+    sim.run(60)
+    assert_delivered(sim, contents)
+    assert sim.sender.stats.parity_sent == 0 and sim.receiver.stats.blocks_recovered == 0
 
 
 def test_queued_resend_of_an_acknowledged_block_is_skipped():
