@@ -631,10 +631,11 @@ class Sender(SessionBase):
         pacer.rate = self._rate.rate
         credit = pacer.refill(now, self._config.max_datagram_size)
         early = self._state is SenderState.REQUESTING
+        k = 0 if early else self._parity_group_size()  # once per tick, not per datagram
         while credit > 0:
             if early and self._early_left <= 0:
                 break
-            parity = None if early else self._parity_datagram(now)
+            parity = self._parity_datagram(k, now) if k and not self._grouped and not self._retx else None
             if parity is not None:
                 out.append(parity)
                 pacer.spend(len(parity))
@@ -664,18 +665,19 @@ class Sender(SessionBase):
             return None
         return data
 
-    def _parity_datagram(self, now: float) -> bytes | None:
-        """The PARITY of the next group of new blocks, when one is due (module docstring):
-        in SENDING, resends done, the previous group sent, on a lossy path, and no more new
-        data left than one round trip carries.  The group's blocks are read now and sent
-        next."""
-        if self._grouped or self._retx or self._state is not SenderState.SENDING:
-            return None
-        stats = self.stats
-        k = group_size(stats.blocks_retransmitted, stats.blocks_sent)
+    def _parity_group_size(self) -> int:
+        """Blocks per parity now: 0 unless sending on a lossy path with no more new data
+        left than one round trip carries (module docstring)."""
+        if self._state is not SenderState.SENDING or not self._new_remaining:
+            return 0
         one_round_trip = self._rate.rate * (self.rtt.srtt + self._config.ack_interval)  # bytes
-        if not k or self._new_remaining * self.block_size > one_round_trip:
-            return None
+        if self._new_remaining * self.block_size > one_round_trip:
+            return 0
+        return group_size(self.stats.blocks_retransmitted, self.stats.blocks_sent)
+
+    def _parity_datagram(self, k: int, now: float) -> bytes | None:
+        """The PARITY of the next ``k`` new blocks of the current file (fewer at its end;
+        None for a lone block).  The group's blocks are read now and go next."""
         run = self._next_run()
         if run is None:
             return None
@@ -693,7 +695,7 @@ class Sender(SessionBase):
         if run[1] >= e:
             self._run = None
         self._grouped.extend(group)
-        stats.parity_sent += 1
+        self.stats.parity_sent += 1
         return self._seal_parts(PacketType.PARITY, [encode_parity(f, b, n, parity_of([g[2] for g in group]))], now)
 
     def _build_data(self, now: float) -> bytes | None:
