@@ -372,7 +372,9 @@ def test_every_fault_point_is_in_the_matrix() -> None:
 def test_crash_matrix_random_offsets(tmp_path: Path, point: str, overwrite: int) -> None:
     """Many kills per point at random hit numbers and random block orders."""
     limits = {
-        "block-write": 65,  # blocks of f0 and f1 (fewer if a resume happened: all reached once)
+        # A pwrite per block of f0 and f1 (66), less where a shuffled block happens to follow
+        # the one before it (they are gathered into one pwrite) or a resume happened.
+        "block-write": 50,
         "before-fsync": 3,
         "before-rename": 3,
         "before-dir-fsync": 3,
