@@ -72,8 +72,10 @@ _MAX_EXTRA_ACKS = 16
 #: Most files one session may announce.
 MAX_FILES = 10_000_000
 
-#: Most blocks open parity groups cover at once (a group holds one block-sized integer).
-MAX_PARITY_MEMBERS = 1 << 16
+#: Most bytes the open parity groups of one session hold (a group holds one block-sized
+#: integer and covers two blocks or more): an authenticated sender cannot make it more,
+#: whatever its block size (up to 64 KiB on loopback).
+MAX_PARITY_BYTES = 32 << 20
 
 #: Whole-file digests are SHA-256; an empty file's needs no eof.
 DIGEST_SIZE = 32
@@ -587,7 +589,7 @@ class Receiver(SessionBase):
         # use, and the ARQ covers it as before.  So is a block another group already covers.
         if (
             not self._active[f]
-            or len(self._parity) + count > MAX_PARITY_MEMBERS
+            or (len(self._parity) + count) // 2 * self.block_size > MAX_PARITY_BYTES
             or any(b in received or (f, b) in self._parity for b in blocks)
         ):
             return
