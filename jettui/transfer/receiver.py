@@ -577,10 +577,8 @@ class Receiver(SessionBase):
 
     def _on_parity(self, payload: bytes | memoryview) -> None:
         f, first, count, parity = decode_parity(payload)
-        if f >= len(self._received) or first + count > self._nblocks[f]:
-            self.drops.out_of_range += 1
-            return
-        if len(parity) != self.block_size:  # two blocks or more: one is whole
+        # Two blocks or more: one of them is whole, so the parity is one block long.
+        if f >= len(self._received) or first + count > self._nblocks[f] or len(parity) != self.block_size:
             self.drops.out_of_range += 1
             return
         received = self._received[f]

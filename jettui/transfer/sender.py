@@ -709,6 +709,7 @@ class Sender(SessionBase):
         runs: list[list[int]] = []
         resent = 0
         while room > hs:
+            data: bytes | memoryview | None = None  # read already for a parity group's block
             if retx:
                 f, b, e = retx[0]
                 acked = self._acked[f]
@@ -729,17 +730,11 @@ class Sender(SessionBase):
                 resent += 1
             elif self._grouped:
                 f, b, data = self._grouped[0]
-                if len(data) + hs > room:
+                length = len(data)
+                if length + hs > room:
                     break
                 self._grouped.popleft()
                 self._new_remaining -= 1
-                blocks.append((f, b, data))
-                room -= len(data) + hs
-                if runs and runs[-1][0] == f and runs[-1][2] == b:
-                    runs[-1][2] = b + 1
-                else:
-                    runs.append([f, b, b + 1])
-                continue
             else:
                 run = self._next_run()
                 if run is None:
@@ -752,9 +747,10 @@ class Sender(SessionBase):
                 if b + 1 >= e:
                     self._run = None
                 self._new_remaining -= 1
-            data = self._read_block(f, b)
             if data is None:
-                return None
+                data = self._read_block(f, b)
+                if data is None:
+                    return None
             blocks.append((f, b, data))
             room -= length + hs
             if runs and runs[-1][0] == f and runs[-1][2] == b:

@@ -409,7 +409,6 @@ class FileWriter:
         self._fds: OrderedDict[int, int] = OrderedDict()  # file index -> descriptor
         self._dirs: OrderedDict[str, int] = OrderedDict()  # virtual directory -> descriptor
         self._dirty: set[int] = set()  # files written since their last checkpoint
-        self._pending: set[int] = set()  # files holding gathered blocks (each has a descriptor open)
         self._closed = False
         # Incremental hashing; off when the data must be zeros (TRANSFER_FLAG_READ off).
         self._hash_ahead = bool(flags & TRANSFER_FLAG_READ)
@@ -671,9 +670,8 @@ class FileWriter:
                     return
                 self._flush_locked(f, fd)
             if n < COALESCE and end < size:
-                f.pending = bytearray(data)
+                f.pending = bytearray(data)  # its descriptor stays open while it holds any
                 f.pending_at = offset
-                self._pending.add(file_index)
             else:
                 self._store_locked(f, fd, data, offset)
         self.bytes_written += n
@@ -684,7 +682,6 @@ class FileWriter:
         if pending is None:
             return
         f.pending = None
-        self._pending.discard(f.index)
         self._store_locked(f, fd, pending, f.pending_at)
 
     def _store_locked(self, f: _File, fd: int, data: memoryview | bytearray, offset: int) -> None:
@@ -870,11 +867,12 @@ class FileWriter:
         return written
 
     def _flush_all_locked(self) -> None:
-        """Write every file's gathered blocks; the first failure is raised after the rest."""
+        """Write every file's gathered blocks; the first failure is raised after the rest.
+        Only files with a descriptor open can hold any (an eviction writes them first)."""
         error: CommandError | None = None
-        for index in sorted(self._pending):
+        for index, fd in self._fds.items():
             try:
-                self._flush_locked(self._files[index], self._fds[index])
+                self._flush_locked(self._files[index], fd)
             except CommandError as exc:
                 error = error or exc
         if error is not None:
@@ -1236,9 +1234,8 @@ class FileWriter:
             self._closed = True
             self._hash_cv.notify_all()  # the hasher thread ends
             # Gathered blocks were never claimed (not in ``have``): a resume asks for them.
-            for index in self._pending:
+            for index in self._fds:
                 self._files[index].pending = None
-            self._pending.clear()
             fds = list(self._fds.values()) + list(self._dirs.values())
             self._fds.clear()
             self._dirs.clear()

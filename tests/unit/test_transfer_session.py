@@ -556,6 +556,22 @@ def test_data_datagrams_fill_the_datagram_size_at_every_level(level):
     assert sim.sender.block_size == 1400 - block_overhead() - (0 if level == MIN_CIPHER_NONE else TAG_SIZE)
 
 
+def mark_tail(sim) -> dict[str, float]:
+    """Fill in, as ``sim`` runs, when every block had been sent once ("last_new") and when the
+    sender saw the outcome ("done")."""
+    marks: dict[str, float] = {}
+
+    def step(s):
+        stats = s.sender.stats
+        if "last_new" not in marks and stats.blocks_sent - stats.blocks_retransmitted >= s.sender.total_blocks:
+            marks["last_new"] = s.now
+        if "done" not in marks and any(isinstance(e, TransferCompleted) for e in s.sender_events):
+            marks["done"] = s.now
+
+    sim.on_step = step
+    return marks
+
+
 @pytest.mark.parametrize("loss", [0.0, 0.02])
 def test_tail_is_one_round_trip_when_digests_come_from_eof(loss):
     """The sender sends its digests once every block has been sent, not once the ACKs are
@@ -571,16 +587,7 @@ def test_tail_is_one_round_trip_when_digests_come_from_eof(loss):
         forward=Link(random.Random(5), delay=rtt / 2, loss=loss),
         backward=Link(random.Random(6), delay=rtt / 2),
     )
-    marks: dict[str, float] = {}
-
-    def step(s):
-        stats = s.sender.stats
-        if "last_new" not in marks and stats.blocks_sent - stats.blocks_retransmitted >= s.sender.total_blocks:
-            marks["last_new"] = s.now
-        if "done" not in marks and any(isinstance(e, TransferCompleted) for e in s.sender_events):
-            marks["done"] = s.now
-
-    sim.on_step = step
+    marks = mark_tail(sim)
     sim.run(60)
     assert_delivered(sim, contents)
     tail = marks["done"] - marks["last_new"]
@@ -612,16 +619,7 @@ def test_a_block_lost_in_the_last_round_trip_is_rebuilt_from_parity_not_resent()
         forward=Link(random.Random(1), delay=rtt / 2, drop=drop),
         backward=Link(random.Random(2), delay=rtt / 2),
     )
-    marks: dict[str, float] = {}
-
-    def step(s):
-        stats = s.sender.stats
-        if "last_new" not in marks and stats.blocks_sent - stats.blocks_retransmitted >= s.sender.total_blocks:
-            marks["last_new"] = s.now
-        if "done" not in marks and any(isinstance(e, TransferCompleted) for e in s.sender_events):
-            marks["done"] = s.now
-
-    sim.on_step = step
+    marks = mark_tail(sim)
     sim.run(60)
     assert_delivered(sim, contents)
     assert dropped == [0, last_block]
