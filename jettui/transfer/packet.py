@@ -41,6 +41,7 @@ from __future__ import annotations
 import enum
 import math
 import struct
+import sys
 from dataclasses import dataclass
 
 from .ranges import decode_varint_ranges, encode_varint_ranges
@@ -69,6 +70,7 @@ __all__ = [
     "decode_parity",
     "decode_pong",
     "encode_ack",
+    "encode_ack_prefix",
     "encode_control",
     "encode_control_ack",
     "data_parts",
@@ -115,6 +117,7 @@ _PONG = struct.Struct("!dd")
 BLOCK_HEADER = struct.Struct("!IQH")
 _ACK_FIXED = struct.Struct("!QdddQQddH")
 _ACK_GROUP = struct.Struct("!IH")
+_ACK_COUNT = struct.Struct("!H")
 _PARITY = struct.Struct("!IQB")
 #: Bytes a PARITY payload spends besides the parity itself (it fits wherever a block does).
 PARITY_HEADER_SIZE = _PARITY.size
@@ -265,6 +268,12 @@ def decode_data(payload: bytes | memoryview) -> tuple[float, list[tuple[int, int
 
 # -- acknowledgements --------------------------------------------------------------------------
 def encode_ack(ack: Ack) -> bytes:
+    return encode_ack_prefix(ack, sys.maxsize)[0]
+
+
+def encode_ack_prefix(ack: Ack, limit: int) -> tuple[bytes, int]:
+    """Encode ``ack`` with as many of its groups, in order, as fit in ``limit`` bytes;
+    returns the payload and how many groups it carries (the rest go in a later ACK)."""
     out = bytearray(
         _ACK_FIXED.pack(
             ack.largest_pn,
@@ -275,20 +284,25 @@ def encode_ack(ack: Ack) -> bytes:
             ack.bytes_received,
             ack.owd_min,
             ack.owd_mean,
-            len(ack.groups),
+            0,
         )
     )
     pack_group = _ACK_GROUP.pack
+    fitted = 0
     for f, ranges in ack.groups:
+        mark = len(out)
         out += pack_group(f, len(ranges))
-        if len(ranges) == 1:
-            s, e = ranges[0]
-            if s < 0x80 and 0 < e - s < 0x80:  # a small file's group: two one-byte varints
-                out.append(s)
-                out.append(e - s)
-                continue
-        encode_varint_ranges(ranges, out)
-    return bytes(out)
+        if len(ranges) == 1 and (s := ranges[0][0]) < 0x80 and 0 < (length := ranges[0][1] - s) < 0x80:
+            out.append(s)  # a small file's group: two one-byte varints
+            out.append(length)
+        else:
+            encode_varint_ranges(ranges, out)
+        if len(out) > limit or fitted == 0xFFFF:
+            del out[mark:]
+            break
+        fitted += 1
+    _ACK_COUNT.pack_into(out, _ACK_FIXED.size - _ACK_COUNT.size, fitted)
+    return bytes(out), fitted
 
 
 def decode_ack(payload: bytes | memoryview) -> Ack:

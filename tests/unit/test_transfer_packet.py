@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -29,6 +30,7 @@ from jettui.transfer.packet import (
     decode_ping,
     decode_pong,
     encode_ack,
+    encode_ack_prefix,
     encode_control,
     encode_control_ack,
     encode_data,
@@ -102,6 +104,28 @@ def test_every_type_round_trips():
 def test_ack_nan_delay_fields_allowed():
     ack = decode_ack(encode_ack(Ack(0, 0.0, 0.0, 0.0, 0, 0, math.nan, math.nan, ())))
     assert math.isnan(ack.owd_min) and ack.groups == ()
+
+
+_ranges = st.lists(st.integers(0, 1 << 40), min_size=2, max_size=12, unique=True).map(
+    lambda xs: (lambda v: [(v[i], v[i + 1]) for i in range(0, len(v) - 1, 2)])(sorted(xs))
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1 << 31), _ranges), max_size=40), st.integers(70, 600))
+def test_ack_prefix_carries_the_groups_that_fit(groups, limit):
+    """encode_ack_prefix: within the limit, a prefix of the groups, decoded exactly, and
+    never one group fewer than would have fit."""
+    ack = Ack(3, 1.0, 0.0, 2.0, 4, 5, 0.1, 0.2, tuple((f, rs) for f, rs in groups))
+    payload, fitted = encode_ack_prefix(ack, limit)
+    decoded = decode_ack(payload)
+    assert decoded.groups == ack.groups[:fitted]
+    assert len(payload) <= max(limit, len(encode_ack(Ack(3, 1.0, 0.0, 2.0, 4, 5, 0.1, 0.2, ()))))
+    if fitted < len(groups):
+        longer = dataclasses.replace(ack, groups=ack.groups[: fitted + 1])
+        assert len(encode_ack(longer)) > limit
+    else:
+        assert payload == encode_ack(ack)
 
 
 @pytest.mark.parametrize("index", range(9))

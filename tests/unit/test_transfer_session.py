@@ -671,6 +671,37 @@ def test_many_small_files_are_acknowledged_without_resends():
     assert sim.receiver.stats.acks_sent > s.packets_sent // 64  # the overflow ACKs went out
 
 
+def test_one_file_with_more_runs_than_an_ack_holds_is_reported_in_parts():
+    """Every other datagram of one file lost and ACKs a second apart: one ACK interval holds
+    ~900 separate runs of that file, more than a 1400-byte ACK carries.  They go out over
+    several ACKs (none over the limit), and only lost blocks are resent."""
+    contents = payloads(23, 1344 * 1800)
+    drops = []
+
+    def every_other(datagram: bytes, now: float) -> bool:
+        if datagram[1] != PacketType.DATA:
+            return False
+        drops.append(len(drops) % 2 == 1 and len(drops) < 1800)
+        return drops[-1]
+
+    receiver_config = config(MIN_CIPHER_NONE, ack_interval=1.0, ack_every=100_000, ack_repeat=1)
+    sim = build(
+        contents,
+        sender_config=config(MIN_CIPHER_NONE),
+        receiver_config=receiver_config,
+        forward=Link(random.Random(1), drop=every_other),
+    )
+    sim.backward.record = True
+    sim.run(60)
+    assert_delivered(sim, contents)
+    acks = [d for d in sim.backward.log if d[1] == PacketType.ACK]
+    assert max(len(d) for d in acks) <= receiver_config.max_datagram_size
+    largest = max(len(decode_packet(d)[3].groups[0][1]) for d in acks if decode_packet(d)[3].groups)
+    assert largest > 100  # many runs per ACK: the halving path ran
+    recovered = sim.receiver.stats.blocks_recovered
+    assert sim.sender.stats.blocks_retransmitted + recovered == sim.forward.dropped_data
+
+
 def test_digests_travel_in_eof_when_the_manifest_has_none():
     contents = payloads(21, 100_000, 0, 1, 1344, 70_001)
     sim = build(contents, entries=make_entries(contents, digests=False))
