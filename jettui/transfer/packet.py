@@ -102,7 +102,7 @@ class PacketType(enum.IntEnum):
 
 _TYPES = frozenset(int(t) for t in PacketType)
 
-MAGIC_VERSION = 0xA2
+MAGIC_VERSION = 0xA3
 HEADER = struct.Struct("!BBQQ")
 HEADER_SIZE = HEADER.size
 #: AEAD / handshake tag length.
@@ -115,7 +115,7 @@ _F64 = struct.Struct("!d")
 _U64 = struct.Struct("!Q")
 _PONG = struct.Struct("!dd")
 BLOCK_HEADER = struct.Struct("!IQH")
-_ACK_FIXED = struct.Struct("!QdddQQddH")
+_ACK_FIXED = struct.Struct("!QdddQQddIH")
 _ACK_GROUP = struct.Struct("!IH")
 _ACK_COUNT = struct.Struct("!H")
 _PARITY = struct.Struct("!IQB")
@@ -164,6 +164,9 @@ class Ack:
     owd_mean: float
     #: ``(file_index, [(start, end), ...])`` per group.
     groups: tuple[tuple[int, list[tuple[int, int]]], ...]
+    #: Every block of every file below this index is in: those files need no group, so
+    #: 10,000 small files are not reported one by one.  A declined file stops it.
+    complete_below: int = 0
 
 
 # -- header --------------------------------------------------------------------------------
@@ -284,6 +287,7 @@ def encode_ack_prefix(ack: Ack, limit: int) -> tuple[bytes, int]:
             ack.bytes_received,
             ack.owd_min,
             ack.owd_mean,
+            ack.complete_below,
             0,
         )
     )
@@ -309,7 +313,7 @@ def decode_ack(payload: bytes | memoryview) -> Ack:
     n = len(payload)
     if n < _ACK_FIXED.size:
         raise PacketError("ACK payload too short")
-    pn, echo, delay, rtime, pkts, nbytes, omin, omean, ngroups = _ACK_FIXED.unpack_from(payload)
+    pn, echo, delay, rtime, pkts, nbytes, omin, omean, below, ngroups = _ACK_FIXED.unpack_from(payload)
     for value in (echo, delay, rtime):
         if not math.isfinite(value):
             raise PacketError("ACK time not finite")
@@ -335,7 +339,7 @@ def decode_ack(payload: bytes | memoryview) -> Ack:
         groups.append((f, ranges))
     if pos != n:
         raise PacketError("trailing bytes after ACK")
-    return Ack(pn, echo, delay, rtime, pkts, nbytes, omin, omean, tuple(groups))
+    return Ack(pn, echo, delay, rtime, pkts, nbytes, omin, omean, tuple(groups), below)
 
 
 # -- control stream -------------------------------------------------------------------------

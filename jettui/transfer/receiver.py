@@ -181,6 +181,7 @@ class Receiver(SessionBase):
         self._echo_time = 0.0
         self._echo_recv = 0.0
         self._runs: list[list[int]] = []
+        self._complete_below = 0  # see Ack.complete_below
         self._history: deque[list[list[int]]] = deque(maxlen=max(config.ack_repeat - 1, 0))
         self._ack_since: float | None = None
         self._ack_count = 0
@@ -685,14 +686,18 @@ class Receiver(SessionBase):
             self._ack_since = now
 
     def _ack_groups(self, run_lists: Iterable[list[list[int]]]) -> tuple[tuple[int, list[tuple[int, int]]], ...]:
-        """The (file, ranges) groups of an ACK reporting ``run_lists``, by file."""
+        """The (file, ranges) groups of an ACK reporting ``run_lists``, by file; none for
+        the files below ``_complete_below``."""
         received = self._received
+        below = self._complete_below
         # A file's group starts as its received prefix (a plain pair) and becomes a
         # RangeSet only when a run lies outside it: many small files, each one run
         # inside its prefix, cost no RangeSet each (py-spy: a tenth of the loop).
         per_file: dict[int, RangeSet | tuple[int, int]] = {}
         for runs in run_lists:
             for f, s, e in runs:
+                if f < below:
+                    continue
                 rs = per_file.get(f)
                 if rs is None:
                     first = received[f].first()
@@ -714,6 +719,10 @@ class Receiver(SessionBase):
         current = self._runs
         self._runs = []
         limit = max(self._max_payload, self._peer_datagram - HEADER_SIZE - TAG_SIZE)
+        below, complete = self._complete_below, self._complete
+        while below < len(complete) and complete[below]:
+            below += 1
+        self._complete_below = below
         ack = Ack(
             self._largest_pn,
             self._echo_time,
@@ -724,6 +733,7 @@ class Receiver(SessionBase):
             self._owd_min if self._owd_n else math.nan,
             self._owd_sum / self._owd_n if self._owd_n else math.nan,
             self._ack_groups((*self._history, current)),
+            below,
         )
         payload, fitted = encode_ack_prefix(ack, limit)
         if fitted < len(ack.groups) and self._history:
@@ -731,7 +741,7 @@ class Receiver(SessionBase):
             ack = dataclasses.replace(ack, groups=self._ack_groups((current,)))
             payload, fitted = encode_ack_prefix(ack, limit)
         leftover: list[list[int]] = []
-        while fitted == 0 and len(current) > 1:
+        while fitted == 0 < len(ack.groups) and len(current) > 1:
             # One file's runs alone overflow (not seen in practice: ACKs come every 64
             # datagrams at the latest): report half of them now.
             half = len(current) // 2

@@ -144,6 +144,7 @@ class Sender(SessionBase):
         self._verdicts: dict[int, FileVerified] = {}
         self._eof_sent = bytearray(len(self.files))
         self._eof_queue: list[int] = []
+        self._acked_below = 0  # the receiver's Ack.complete_below taken in so far
         self._early_eof_sent = False
         self._early_left = 0
         self._handshake = InitiatorHandshake(
@@ -557,6 +558,8 @@ class Sender(SessionBase):
                 newly_total += newly
                 if rs.count == n:
                     self._file_acked(index)
+        if ack.complete_below > self._acked_below:
+            newly_total += self._acked_through(min(ack.complete_below, nfiles))
         self.stats.blocks_acked += newly_total
         threshold = self._last_echo - (self._config.reorder_time + rtt.srtt / 8)
         inflight = self._inflight
@@ -577,6 +580,19 @@ class Sender(SessionBase):
             inflight.popleft()
         self._rate.on_report(now, ack.owd_min, rtt.srtt, ack.recv_time, ack.bytes_received, self._app_limited)
         self._app_limited = False
+
+    def _acked_through(self, below: int) -> int:
+        """Every block of the files before ``below`` is in; returns how many were news."""
+        acked, nblocks, skipped = self._acked, self._nblocks, self._skipped
+        newly = 0
+        for index in range(self._acked_below, below):
+            rs = acked[index]
+            n = nblocks[index]
+            if rs.count != n and index not in skipped:
+                newly += rs.add(0, n)
+                self._file_acked(index)
+        self._acked_below = below
+        return newly
 
     def _stall_deadline(self) -> float | None:
         """When new data stops for want of any ACK (None: nothing in flight)."""
