@@ -94,11 +94,13 @@ class TransferConfig:
     replay_window: int = 2048
     """Width of the packet-number replay window."""
 
-    early_data_limit: int = 8 << 20
+    early_data_limit: int = 32 << 20
     """Bytes of DATA the sender sends after its transfer request and before the receiver's
     answer, and the receiver holds until it accepts: the start costs one round trip instead
-    of two (0.3 s at 300 ms).  8 MiB covers a round trip at 100 Mbit/s up to ~600 ms; what
-    does not fit is sent again after the answer.  0 turns it off."""
+    of two (0.3 s at 300 ms).  It also keeps a fast sender reading while the receiver
+    prepares its files (10,000 small files on loopback: 8 MiB gave 13.6 k files/s, 32 MiB
+    14.5 k, medians of 9 alternated runs).  32 MiB covers a round trip at 100 Mbit/s up to
+    ~2.5 s; what does not fit is sent again after the answer.  0 turns it off."""
 
     control_buffer_limit: int = 16 << 20
     """Largest amount of unread control-stream data (bytes) the peer may make us buffer."""

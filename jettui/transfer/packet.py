@@ -4,12 +4,12 @@ Every datagram starts with an 18-byte header that is also the AEAD associated da
 
     0      1      2                 10                18
     +------+------+-----------------+-----------------+---------------------+-----+
-    | 0xA2 | type | session id (8)  | packet num (8)  | payload ...         | tag |
+    | 0xA3 | type | session id (8)  | packet num (8)  | payload ...         | tag |
     +------+------+-----------------+-----------------+---------------------+-----+
 
-``0xA2`` is a magic nibble (0xA) and the protocol version (2: manifests may carry no
-digest and ``eof`` brings each file's SHA-256; a version-1 peer's datagrams are dropped
-as unknown).  The tag is 16 bytes for every cipher level except NONE (and HELLO /
+``0xA3`` is a magic nibble (0xA) and the protocol version (3: ACKs carry the index
+below which every file is complete; 2: manifests may carry no digest and ``eof`` brings
+each file's SHA-256).  An older peer's datagrams are dropped as unknown.  The tag is 16 bytes for every cipher level except NONE (and HELLO /
 HELLO_REPLY carry their own handshake tag).
 The payloads, all big-endian:
 
@@ -22,8 +22,10 @@ The payloads, all big-endian:
   ``file index (u32) | block number (u64) | length (u16) | bytes``.
 * ACK: largest packet number seen (u64), echoed send time (f64), ACK delay (f64),
   receiver time (f64), packets received (u64), block bytes received (u64), interval
-  minimum and mean one-way delay (f64, f64; NaN when no DATA arrived), group count
-  (u16), then per group ``file index (u32) | range count (u16) | varint ranges``.
+  minimum and mean one-way delay (f64, f64; NaN when no DATA arrived), complete-below
+  (u32: every block of every file before this index is in; those files have no group),
+  group count (u16), then per group ``file index (u32) | range count (u16) | varint
+  ranges``.
 * CONTROL: stream offset (u64) then a chunk of the reliable control byte stream.
 * CONTROL_ACK: the next control-stream offset the sender of the ACK expects (u64).
 * PING: send time (f64).  PONG: echoed send time (f64), delay at the peer (f64).
