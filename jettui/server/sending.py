@@ -878,7 +878,6 @@ class SendManager:
         self._set_status(t, TRANSFER_STATUS_PENDING, t["errorMessage"])
 
     def _on_event(self, t: dict[str, Any], run: Running, event: object) -> None:
-        d = self.destination_of(t) or {}
         if isinstance(event, FileVerified):
             if event.skipped:
                 t["filesSkipped"] += 1
@@ -899,6 +898,7 @@ class SendManager:
         elif isinstance(event, TransferFailed):
             if run.outcome[1] == "":  # not cancelled or failed by the API
                 run.outcome = (TRANSFER_STATUS_ERROR, event.message)
+            d = self.destination_of(t) or {}
             d["lastError"] = self._time()
             d["lastErrorMessage"] = event.message
             if not run.done.done():
@@ -906,6 +906,7 @@ class SendManager:
         else:
             name = type(event).__name__
             if name == "HandshakeCompleted":
+                d = self.destination_of(t) or {}
                 d["encryptedConnectionState"] = "connected"
                 t["cipher"] = CIPHER_NAMES.get(getattr(event, "cipher", -1))
 

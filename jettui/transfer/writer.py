@@ -519,7 +519,9 @@ class FileWriter:
         needed (10,000 small files: four syscalls each into a new directory, measured).  A
         name that appears later is met by the O_EXCL create and the rename rules anyway."""
         listing = self._listings.get(vparent)
-        return listing is not None and not any(name in listing for name in names)
+        if listing is None:
+            return False
+        return not listing or not any(name in listing for name in names)  # (a new directory: empty)
 
     def _plan_one(self, f: _File, dirs: OrderedDict[str, int]) -> None:
         entry = f.entry
