@@ -5,10 +5,12 @@ tree of 10,000 x 4 KiB files in a temporary directory (tmpfs when /dev/shm has r
 Prints MB/s (1 MB = 10^6 B) and files/s; asserts nothing.  Targets on the 2-core machine:
 unencrypted >= 500 MB/s, ENCRYPTED_256 >= 400 MB/s, small files >= rsync's files/s.
 
-rsync runs twice: as a local copy (sender and receiver processes joined by pipes: no
-network, no encryption) and over ssh to an sshd on 127.0.0.1 (how rsync moves files
-between servers, encrypted like jettui's ENCRYPTED_256 tree run).  Times include the
-connection: jettui's manifest and handshake, ssh's key exchange.
+rsync runs three ways: as a local copy (sender and receiver processes joined by pipes: no
+network, no encryption), to an rsync daemon on 127.0.0.1 (between servers over TCP, no
+encryption: beside jettui's NONE tree run) and over ssh to an sshd on 127.0.0.1 (between
+servers, encrypted: beside the ENCRYPTED_256 tree run).  Times include the connection:
+jettui's manifest and handshake, ssh's key exchange.  Tree figures are the median of
+``--tree-runs`` runs (range in brackets): on this VM one run varies by +-15 %.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jettui.api import APIInterface, connect
@@ -137,6 +141,7 @@ def main() -> None:
     p.add_argument("--mib", type=int, default=1024, help="size of the big file in MiB (default 1024)")
     p.add_argument("--files", type=int, default=10_000, help="number of 4 KiB files (default 10,000)")
     p.add_argument("--ciphers", default="NONE,UNENCRYPTED,ENCRYPTED_128,ENCRYPTED_256")
+    p.add_argument("--tree-runs", type=int, default=3, help="runs of each tree copy (median printed)")
     p.add_argument(
         "--rate-mbit",
         type=float,
@@ -185,32 +190,88 @@ def main() -> None:
                         f"; {resent(t)}"
                     )
                     shutil.rmtree(out, ignore_errors=True)
-                tree_dst = f"{dst}/jettui-tree"
-                elapsed, t = jettui_copy(
-                    api, rx_recv, token, src / "tree", tree_dst, CIPHERS["ENCRYPTED_256"], rate_kbit, poll=0.01
-                )
-                print(
-                    f"jettui ENCRYPTED_256 tree   : {args.files / elapsed:8.0f} files/s ({elapsed:.2f} s); {resent(t)}"
-                )
+                for name in ("NONE", "ENCRYPTED_256"):
+                    times, notes = [], []
+                    for run in range(args.tree_runs):
+                        tree_dst = f"{dst}/jettui-tree-{name}-{run}"
+                        elapsed, t = jettui_copy(
+                            api, rx_recv, token, src / "tree", tree_dst, CIPHERS[name], rate_kbit, poll=0.01
+                        )
+                        times.append(elapsed)
+                        notes.append(resent(t))
+                        shutil.rmtree(tree_dst, ignore_errors=True)
+                    print(f"jettui {name:<14} tree   : {tree_figure(args.files, times)}; {', '.join(notes)}")
         finally:
             stop(tx)
             stop(rx)
         elapsed = timed(["cp", str(big), str(dst / "cp.bin")])
         print(f"cp                    1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
-        elapsed = timed(["cp", "-r", str(src / "tree"), str(dst / "cp-tree")])
-        print(f"cp                    tree   : {args.files / elapsed:8.0f} files/s ({elapsed:.2f} s)")
-        if shutil.which("rsync"):
-            elapsed = timed(["rsync", "-a", "--whole-file", str(big), str(dst / "rsync.bin")])
-            print(f"rsync                 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
-            elapsed = timed(["rsync", "-a", str(src / "tree") + "/", str(dst / "rsync-tree")])
-            print(f"rsync (local copy)    tree   : {args.files / elapsed:8.0f} files/s ({elapsed:.2f} s)")
-            if all(shutil.which(tool) for tool in ("ssh", "ssh-keygen", "/usr/sbin/sshd")):
-                elapsed = rsync_over_ssh(src / "tree", dst / "rsync-ssh-tree")
-                print(f"rsync over ssh        tree   : {args.files / elapsed:8.0f} files/s ({elapsed:.2f} s)")
-            else:
-                print("rsync over ssh: ssh or sshd missing (apt-get install openssh-server) - skipped")
-        else:
+        tree = src / "tree"
+        print(f"cp                    tree   : {tree_runs(args, lambda out: timed(['cp', '-r', str(tree), out]), dst)}")
+        if not shutil.which("rsync"):
             print("rsync not installed (apt-get install rsync) - skipped")
+            return
+        elapsed = timed(["rsync", "-a", "--whole-file", str(big), str(dst / "rsync.bin")])
+        print(f"rsync                 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
+        local = tree_runs(args, lambda out: timed(["rsync", "-a", f"{tree}/", out]), dst)
+        print(f"rsync (local copy)    tree   : {local}")
+        print(f"rsync daemon (TCP)    tree   : {tree_runs(args, lambda out: rsync_daemon(tree, Path(out)), dst)}")
+        if all(shutil.which(tool) for tool in ("ssh", "ssh-keygen", "/usr/sbin/sshd")):
+            print(f"rsync over ssh        tree   : {tree_runs(args, lambda out: rsync_over_ssh(tree, Path(out)), dst)}")
+        else:
+            print("rsync over ssh: ssh or sshd missing (apt-get install openssh-server) - skipped")
+
+
+def tree_figure(files: int, times: list[float]) -> str:
+    """Median files/s of several runs, with the range."""
+    rates = sorted(files / t for t in times)
+    middle = statistics.median(times)
+    return f"{statistics.median(rates):8.0f} files/s [{rates[0]:.0f}-{rates[-1]:.0f}] ({middle:.2f} s)"
+
+
+def tree_runs(args: argparse.Namespace, copy: Callable[[str], float], dst: Path) -> str:
+    """``copy(destination)`` ``--tree-runs`` times, each into a fresh directory removed after."""
+    times = []
+    for run in range(args.tree_runs):
+        out = dst / f"peer-tree-{run}"
+        times.append(copy(str(out)))
+        shutil.rmtree(out, ignore_errors=True)
+    return tree_figure(args.files, times)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)
+
+
+def rsync_daemon(src: Path, dst: Path) -> float:
+    """Seconds for ``rsync -a`` of ``src`` to ``dst`` through an rsync daemon on 127.0.0.1
+    (rsync's own protocol over TCP, as between servers without ssh)."""
+    port = free_port()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    user = pwd.getpwuid(os.getuid())
+    with tempfile.TemporaryDirectory() as conf_dir:
+        conf = Path(conf_dir) / "rsyncd.conf"
+        conf.write_text(
+            f"use chroot = false\nuid = {user.pw_uid}\ngid = {user.pw_gid}\n"
+            f"[bench]\npath = {dst.parent}\nread only = false\n"
+        )
+        daemon = subprocess.Popen(
+            ["rsync", "--daemon", "--no-detach", f"--config={conf}", f"--port={port}", "--address=127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, daemon, "rsync --daemon")
+            return timed(["rsync", "-a", f"{src}/", f"rsync://127.0.0.1:{port}/bench/{dst.name}/"])
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=10)
 
 
 def rsync_over_ssh(src: Path, dst: Path) -> float:
@@ -221,14 +282,7 @@ def rsync_over_ssh(src: Path, dst: Path) -> float:
         sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(kd / "sshd_config")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                if time.monotonic() > deadline or sshd.poll() is not None:
-                    raise RuntimeError("sshd did not start")
-                time.sleep(0.05)
+            wait_for_port(port, sshd, "sshd")
             ssh = " ".join(["ssh", "-p", str(port), *peers.ssh_options(kd)])
             user = pwd.getpwuid(os.getuid()).pw_name
             return timed(["rsync", "-a", "-e", ssh, str(src) + "/", f"{user}@127.0.0.1:{dst}"])
