@@ -24,9 +24,10 @@ The payloads, all big-endian:
 * ACK: largest packet number seen (u64), echoed send time (f64), ACK delay (f64),
   receiver time (f64), packets received (u64), block bytes received (u64), interval
   minimum and mean one-way delay (f64, f64; NaN when no DATA arrived), complete-below
-  (u32: every block of every file before this index is in; those files have no group),
-  group count (u16), then per group ``file index (u32) | range count (u16) | varint
-  ranges``.
+  (u32: every block of every file before this index is in), group count (u16), then the
+  count (u16) and varint ranges of further file indices whose every block is in (files
+  reported complete have no group), then per group ``file index (u32) | range count
+  (u16) | varint ranges`` of blocks.
 * CONTROL: stream offset (u64) then a chunk of the reliable control byte stream.
 * CONTROL_ACK: the next control-stream offset the sender of the ACK expects (u64).
 * PING: send time (f64).  PONG: echoed send time (f64), delay at the peer (f64).
@@ -170,6 +171,11 @@ class Ack:
     #: Every block of every file below this index is in: those files need no group, so
     #: 10,000 small files are not reported one by one.  A declined file stops it.
     complete_below: int = 0
+    #: Further runs ``[first, end)`` of file indices whose every block is in.  Cumulative
+    #: like the watermark, so a lost ACK loses nothing of it: per-file groups were repeated
+    #: in two more ACKs only, and when those overflowed (a burst of early data accepted)
+    #: a lost ACK made the sender resend whole files the receiver had.
+    complete_ranges: tuple[tuple[int, int], ...] = ()
 
 
 # -- header --------------------------------------------------------------------------------
@@ -294,6 +300,8 @@ def encode_ack_prefix(ack: Ack, limit: int) -> tuple[bytes, int]:
             0,
         )
     )
+    out += _ACK_COUNT.pack(len(ack.complete_ranges))
+    encode_varint_ranges(ack.complete_ranges, out)
     pack_group = _ACK_GROUP.pack
     fitted = 0
     for f, ranges in ack.groups:
@@ -323,6 +331,13 @@ def decode_ack(payload: bytes | memoryview) -> Ack:
     if delay < 0:
         raise PacketError("negative ACK delay")
     pos = _ACK_FIXED.size
+    if n - pos < _ACK_COUNT.size:
+        raise PacketError("ACK payload too short")
+    (ncomplete,) = _ACK_COUNT.unpack_from(payload, pos)
+    try:
+        complete, pos = decode_varint_ranges(payload, pos + _ACK_COUNT.size, ncomplete)
+    except ValueError as exc:
+        raise PacketError(f"bad ACK file ranges: {exc}") from exc
     groups: list[tuple[int, list[tuple[int, int]]]] = []
     for _ in range(ngroups):
         if n - pos < _ACK_GROUP.size:
@@ -342,7 +357,7 @@ def decode_ack(payload: bytes | memoryview) -> Ack:
         groups.append((f, ranges))
     if pos != n:
         raise PacketError("trailing bytes after ACK")
-    return Ack(pn, echo, delay, rtime, pkts, nbytes, omin, omean, tuple(groups), below)
+    return Ack(pn, echo, delay, rtime, pkts, nbytes, omin, omean, tuple(groups), below, tuple(complete))
 
 
 # -- control stream -------------------------------------------------------------------------

@@ -15,9 +15,9 @@ The compact serialisation (:meth:`RangeSet.to_bytes`) is a LEB128 varint stream 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
-__all__ = ["RangeSet", "decode_varint_ranges", "encode_varint_ranges"]
+__all__ = ["RangeSet", "decode_varint_ranges", "encode_varint_ranges", "varint_ranges_fitting"]
 
 
 class RangeSet:
@@ -234,6 +234,18 @@ def encode_varint_ranges(ranges: Iterable[tuple[int, int]], out: bytearray | Non
         _put_varint(buf, e - s)
         prev = e
     return bytes(buf)
+
+
+def varint_ranges_fitting(ranges: Sequence[tuple[int, int]], budget: int) -> int:
+    """How many of ``ranges``, from the first, :func:`encode_varint_ranges` writes in at
+    most ``budget`` bytes."""
+    used = prev = 0
+    for count, (s, e) in enumerate(ranges):
+        used += max(1, ((s - prev).bit_length() + 6) // 7) + max(1, ((e - s).bit_length() + 6) // 7)
+        if used > budget:
+            return count
+        prev = e
+    return len(ranges)
 
 
 def decode_varint_ranges(

@@ -60,7 +60,7 @@ from .packet import (
     decode_parity,
     encode_ack_prefix,
 )
-from .ranges import RangeSet
+from .ranges import RangeSet, varint_ranges_fitting
 from .session import SessionBase, check_message
 
 __all__ = ["BlockSink", "EarlyDataBudget", "Receiver", "ReceiverState"]
@@ -181,7 +181,7 @@ class Receiver(SessionBase):
         self._echo_time = 0.0
         self._echo_recv = 0.0
         self._runs: list[list[int]] = []
-        self._complete_below = 0  # see Ack.complete_below
+        self._complete_files = RangeSet()  # indices of complete files (Ack.complete_*)
         self._history: deque[list[list[int]]] = deque(maxlen=max(config.ack_repeat - 1, 0))
         self._ack_since: float | None = None
         self._ack_count = 0
@@ -554,6 +554,7 @@ class Receiver(SessionBase):
         self._events.append(TransferRequested(self.transfer_id, self.params, tuple(self.files), bs))
 
     def _complete_file(self, index: int) -> None:
+        self._complete_files.add(index, index + 1)
         self._active[index] = 0
         self._complete[index] = 1
         if self._digests[index]:
@@ -685,18 +686,20 @@ class Receiver(SessionBase):
         if self._ack_since is None:
             self._ack_since = now
 
-    def _ack_groups(self, run_lists: Iterable[list[list[int]]]) -> tuple[tuple[int, list[tuple[int, int]]], ...]:
+    def _ack_groups(
+        self, run_lists: Iterable[list[list[int]]], covered: int
+    ) -> tuple[tuple[int, list[tuple[int, int]]], ...]:
         """The (file, ranges) groups of an ACK reporting ``run_lists``, by file; none for
-        the files below ``_complete_below``."""
+        the complete files below ``covered`` (the ACK's file ranges say they are in)."""
         received = self._received
-        below = self._complete_below
+        complete = self._complete
         # A file's group starts as its received prefix (a plain pair) and becomes a
         # RangeSet only when a run lies outside it: many small files, each one run
         # inside its prefix, cost no RangeSet each (py-spy: a tenth of the loop).
         per_file: dict[int, RangeSet | tuple[int, int]] = {}
         for runs in run_lists:
             for f, s, e in runs:
-                if f < below:
+                if f < covered and complete[f]:
                     continue
                 rs = per_file.get(f)
                 if rs is None:
@@ -719,10 +722,12 @@ class Receiver(SessionBase):
         current = self._runs
         self._runs = []
         limit = max(self._max_payload, self._peer_datagram - HEADER_SIZE - TAG_SIZE)
-        below, complete = self._complete_below, self._complete
-        while below < len(complete) and complete[below]:
-            below += 1
-        self._complete_below = below
+        complete = list(self._complete_files)
+        below = complete[0][1] if complete and complete[0][0] == 0 else 0
+        if below:
+            del complete[0]
+        above = tuple(complete[: varint_ranges_fitting(complete, limit // 2)])
+        covered = above[-1][1] if above else below
         ack = Ack(
             self._largest_pn,
             self._echo_time,
@@ -732,13 +737,14 @@ class Receiver(SessionBase):
             self.stats.block_bytes_received,
             self._owd_min if self._owd_n else math.nan,
             self._owd_sum / self._owd_n if self._owd_n else math.nan,
-            self._ack_groups((*self._history, current)),
+            self._ack_groups((*self._history, current), covered),
             below,
+            above,
         )
         payload, fitted = encode_ack_prefix(ack, limit)
         if fitted < len(ack.groups) and self._history:
             # Too many ranges for one datagram: the repeats of earlier ACKs go first.
-            ack = dataclasses.replace(ack, groups=self._ack_groups((current,)))
+            ack = dataclasses.replace(ack, groups=self._ack_groups((current,), covered))
             payload, fitted = encode_ack_prefix(ack, limit)
         leftover: list[list[int]] = []
         while fitted == 0 < len(ack.groups) and len(current) > 1:
@@ -747,7 +753,7 @@ class Receiver(SessionBase):
             half = len(current) // 2
             leftover = current[half:] + leftover
             current = current[:half]
-            ack = dataclasses.replace(ack, groups=self._ack_groups((current,)))
+            ack = dataclasses.replace(ack, groups=self._ack_groups((current,), covered))
             payload, fitted = encode_ack_prefix(ack, limit)
         if fitted < len(ack.groups):
             # Still too many: the later files' runs go out in the next ACK (one cut, not

@@ -144,7 +144,7 @@ class Sender(SessionBase):
         self._verdicts: dict[int, FileVerified] = {}
         self._eof_sent = bytearray(len(self.files))
         self._eof_queue: list[int] = []
-        self._acked_below = 0  # the receiver's Ack.complete_below taken in so far
+        self._known_complete = RangeSet()  # files the receiver's ACKs said are complete
         self._early_eof_sent = False
         self._early_left = 0
         self._handshake = InitiatorHandshake(
@@ -558,8 +558,7 @@ class Sender(SessionBase):
                 newly_total += newly
                 if rs.count == n:
                     self._file_acked(index)
-        if ack.complete_below > self._acked_below:
-            newly_total += self._acked_through(min(ack.complete_below, nfiles))
+        newly_total += self._files_complete(((0, ack.complete_below), *ack.complete_ranges))
         self.stats.blocks_acked += newly_total
         threshold = self._last_echo - (self._config.reorder_time + rtt.srtt / 8)
         inflight = self._inflight
@@ -581,17 +580,24 @@ class Sender(SessionBase):
         self._rate.on_report(now, ack.owd_min, rtt.srtt, ack.recv_time, ack.bytes_received, self._app_limited)
         self._app_limited = False
 
-    def _acked_through(self, below: int) -> int:
-        """Every block of the files before ``below`` is in; returns how many were news."""
-        acked, nblocks, skipped = self._acked, self._nblocks, self._skipped
+    def _files_complete(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """Every block of the files in ``ranges`` (of indices) is in; returns how many
+        blocks that was news of.  Each file is looked at once, whatever the ACKs repeat."""
+        known, acked, nblocks, skipped = self._known_complete, self._acked, self._nblocks, self._skipped
+        nfiles = len(acked)
         newly = 0
-        for index in range(self._acked_below, below):
-            rs = acked[index]
-            n = nblocks[index]
-            if rs.count != n and index not in skipped:
-                newly += rs.add(0, n)
-                self._file_acked(index)
-        self._acked_below = below
+        for first, end in ranges:
+            end = min(end, nfiles)
+            if known.covers(first, end):
+                continue
+            for s, e in known.missing(first, end):
+                for index in range(s, e):
+                    rs = acked[index]
+                    n = nblocks[index]
+                    if rs.count != n and index not in skipped:
+                        newly += rs.add(0, n)
+                        self._file_acked(index)
+            known.add(first, end)
         return newly
 
     def _stall_deadline(self) -> float | None:

@@ -58,6 +58,8 @@ def sample_datagrams() -> list[bytes]:
             0.01,
             0.02,
             ((0, [(0, 5), (7, 9)]), (3, [(1 << 40, (1 << 40) + 2)])),
+            2,
+            ((5, 9), (12, 300)),
         )
     )
     payloads = {
@@ -116,11 +118,13 @@ _ranges = st.lists(st.integers(0, 1 << 40), min_size=2, max_size=12, unique=True
 def test_ack_prefix_carries_the_groups_that_fit(groups, limit):
     """encode_ack_prefix: within the limit, a prefix of the groups, decoded exactly, and
     never one group fewer than would have fit."""
-    ack = Ack(3, 1.0, 0.0, 2.0, 4, 5, 0.1, 0.2, tuple((f, rs) for f, rs in groups), complete_below=len(groups))
+    files = ((len(groups) + 1, len(groups) + 3),)
+    ack = Ack(3, 1.0, 0.0, 2.0, 4, 5, 0.1, 0.2, tuple((f, rs) for f, rs in groups), len(groups), files)
     payload, fitted = encode_ack_prefix(ack, limit)
     decoded = decode_ack(payload)
-    assert decoded.groups == ack.groups[:fitted] and decoded.complete_below == len(groups)
-    assert len(payload) <= max(limit, len(encode_ack(Ack(3, 1.0, 0.0, 2.0, 4, 5, 0.1, 0.2, ()))))
+    assert decoded.groups == ack.groups[:fitted]
+    assert (decoded.complete_below, decoded.complete_ranges) == (len(groups), files)
+    assert len(payload) <= max(limit, len(encode_ack(Ack(3, 1.0, 0.0, 2.0, 4, 5, 0.1, 0.2, (), 0, files))))
     if fitted < len(groups):
         longer = dataclasses.replace(ack, groups=ack.groups[: fitted + 1])
         assert len(encode_ack(longer)) > limit
