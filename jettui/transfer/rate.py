@@ -35,6 +35,10 @@ from collections import deque
 
 __all__ = ["Pacer", "RateController", "RateState", "RttEstimator", "WindowedMin"]
 
+#: How far a delivery sample may exceed our own peak sending rate of the last round trips:
+#: pacing sends in per-tick bursts, so over a 20 ms window delivery can read a little high.
+SENT_RATE_SLACK = 1.1
+
 logger = logging.getLogger(__name__)
 
 
@@ -196,6 +200,9 @@ class RateController:
         # monotonic deque of (time, rate)), since loss and pacing gaps only ever lower a sample.
         self._bw_samples: deque[tuple[float, float]] = deque()
         self.bottleneck = 0.0
+        # Our own pacing rate over the last round trips, highest first (a monotonic deque of
+        # (time, rate)): what the path delivered cannot have come faster than we sent it.
+        self._sent_peaks: deque[tuple[float, float]] = deque()
         self._drain_since = 0.0
         self._plateau_rate = 0.0
         self._plateau_since: float | None = None
@@ -239,8 +246,15 @@ class RateController:
         while len(hist) > 2 and hist[1][0] <= recv_time - span:
             hist.popleft()
         dt_r = hist[-1][0] - hist[0][0]
+        ceiling = self._sent_peak(now, span + max(srtt, 0.020))
         if dt_r > 0.002:
-            self.delivery_rate = (hist[-1][1] - hist[0][1]) / dt_r * self.wire_factor
+            # A receiver that was busy for a while (accepting a transfer, finishing files)
+            # counts a socket buffer's worth of datagrams within a few ms of its clock: such a
+            # sample read 430 Mbit/s on the 100 Mbit/s link, became the bottleneck estimate,
+            # and the rate that followed overflowed the queue (24 % resent at 5 % loss, trees
+            # on the emulator).  Delivery is capped by our own recent sending rate.
+            measured = (hist[-1][1] - hist[0][1]) / dt_r * self.wire_factor
+            self.delivery_rate = min(measured, ceiling * SENT_RATE_SLACK)
             self._track_bottleneck(now, self.delivery_rate, srtt, app_limited)
         if self.state is RateState.FIXED or math.isnan(owd):
             return
@@ -322,6 +336,16 @@ class RateController:
                 # with the earlier controller: stuck at ~1.3 Gbit/s, both processes half idle).
                 self.rate = max(self.rate, self.bottleneck * (1.0 + nudge))
         self.rate = max(self.min_rate, min(self.rate, self.max_rate))
+
+    def _sent_peak(self, now: float, window: float) -> float:
+        """The highest pacing rate of the last ``window`` seconds, the current one included."""
+        peaks = self._sent_peaks
+        while peaks and peaks[-1][1] <= self.rate:
+            peaks.pop()
+        peaks.append((now, self.rate))
+        while peaks[0][0] < now - window:
+            peaks.popleft()
+        return peaks[0][1]
 
     def _track_bottleneck(self, now: float, rate: float, srtt: float, app_limited: bool) -> None:
         samples = self._bw_samples

@@ -131,6 +131,20 @@ def test_controller_follows_a_narrower_path():
     assert max(q for _, _, q in late) < 3 * ctrl.queue_target
 
 
+def test_a_burst_counted_by_a_busy_receiver_is_not_taken_for_the_bottleneck():
+    """A receiver busy for 60 ms counts what waited in its socket within 4 ms of its clock:
+    1.5 Gbit/s read off a 100 Mbit/s path became the bottleneck estimate and the rate (the
+    emulator's queue then dropped a quarter of a tree).  Delivery is capped by what we sent."""
+    ctrl = RateController(100 * MBIT / 8, 0.1 * MBIT / 8, 1000 * MBIT / 8)
+    ctrl.on_report(0.0, 0.05, 0.1, 1000.0, 0, app_limited=False)
+    waited = int(100 * MBIT / 8 * 0.06)
+    ctrl.on_report(0.005, 0.05, 0.1, 1000.004, waited, app_limited=False)
+    assert ctrl.delivery_rate <= 1.1 * 100 * MBIT / 8 and ctrl.bottleneck <= 1.1 * 100 * MBIT / 8
+    path = Bottleneck(ctrl, 100 * MBIT / 8, base_rtt=0.1)
+    path.run(3.0)
+    assert max(r for _, r, _ in path.trace) < 2.5 * path.capacity  # STARTUP's overshoot, no more
+
+
 def test_controller_fixed_and_max_rate_changes():
     ctrl = RateController(10e6, 1e5, 50e6, active=False)
     assert ctrl.state is RateState.FIXED and ctrl.rate == 50e6
