@@ -28,7 +28,8 @@ from jettui.transfer import (
     TransferConfig,
     TransferFailed,
 )
-from jettui.transfer.packet import TAG_SIZE, block_overhead, decode_packet, encode_data
+from jettui.transfer import receiver as receiver_module
+from jettui.transfer.packet import TAG_SIZE, block_overhead, decode_packet, encode_data, encode_parity
 from jettui.transfer.receiver import EarlyDataBudget
 from jettui.transfer.simulation import Link, MemorySink, MemorySource, build, make_entries
 
@@ -366,6 +367,28 @@ def test_block_past_declared_size_refused():
     assert_delivered(sim, contents)
     assert sim.receiver.drops.out_of_range == 4
     assert len(sim.sink.files[0]) == 5000
+
+
+def test_open_parity_groups_are_bounded_in_bytes(monkeypatch):
+    """PARITY for groups whose blocks never come (an authenticated but hostile or broken
+    sender) is held up to MAX_PARITY_BYTES, then refused; the transfer is unharmed."""
+    monkeypatch.setattr(receiver_module, "MAX_PARITY_BYTES", 10 * 1344)
+    contents = payloads(13, 1344 * 400)
+    sim = build(contents)
+    held = []
+
+    def forge(s):
+        if not held and s.receiver.state is ReceiverState.RECEIVING:
+            sender = s.sender
+            for first in range(300, 400, 2):  # 50 groups of 2 blocks, none of them sent yet
+                parity = sender._seal(PacketType.PARITY, encode_parity(0, first, 2, b"p" * 1344), s.now)
+                s.receiver.receive_datagram(parity, ("sender", 1), s.now)
+            held.append(len(s.receiver._parity))
+
+    sim.on_step = forge
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert held == [20]  # 10 groups of 2 members: 10 blocks' worth of parity, no more
 
 
 def test_resume_sends_only_missing_blocks():
