@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import itertools
 import math
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping
@@ -722,7 +723,9 @@ class Receiver(SessionBase):
         current = self._runs
         self._runs = []
         limit = max(self._max_payload, self._peer_datagram - HEADER_SIZE - TAG_SIZE)
-        complete = list(self._complete_files)
+        # No more runs than could fit (each takes two bytes at least): the work per ACK
+        # stays bounded by its size however many holes there are.
+        complete = list(itertools.islice(self._complete_files, limit // 4 + 1))
         below = complete[0][1] if complete and complete[0][0] == 0 else 0
         if below:
             del complete[0]
