@@ -5,9 +5,11 @@ inside the declared size, exact length) before it reaches the :class:`BlockSink`
 recorded in the file's :class:`RangeSet`.  Acknowledgements are aggregate and deferred:
 one ACK per ``ack_every`` DATA datagrams or ``ack_interval`` seconds, whichever comes
 first (at 1400-byte datagrams that is well under 1 % of the forward bytes).  An ACK
-carries the block runs received since the previous ACK, repeated in the next
-``ack_repeat - 1`` ACKs so a lost ACK costs no resend, plus each touched file's
-contiguous prefix; duplicates are reported again so spurious resends stop at once.
+says which files are complete, cumulatively (all below a watermark, then runs of file
+indices), and for the others carries the block runs received since the previous ACK,
+repeated in the next ``ack_repeat - 1`` ACKs so a lost ACK costs no resend, plus each
+touched file's contiguous prefix; duplicates are reported again so spurious resends stop
+at once.
 It also echoes the newest sender timestamp (RTT), and the interval's minimum and mean
 one-way delay and cumulative byte count (the sender's rate control).
 
