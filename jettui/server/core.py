@@ -256,7 +256,12 @@ class Server:
 
         view = FileSystemView(roots)
         try:
-            fd = view.open_dir_for_write(path, create=False)
+            try:
+                fd = view.open_dir_for_write(path, create=False)
+            except CommandError as exc:
+                # Its directory was removed or renamed since the token was made: say so,
+                # rather than a bare "cannot open directory" on a login.
+                raise CommandError(f"this API token is confined to {path}, which cannot be opened now ({exc.message})")
             try:
                 real = os.readlink(f"/proc/self/fd/{fd}")
             finally:

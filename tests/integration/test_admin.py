@@ -48,6 +48,21 @@ def test_token_acts_as_owner_confined_to_path(server: ServerThread, tmp_path: Pa
             tok.server.getRequestResult(tok.server.lsAsync("/../outside.txt"))
 
 
+def test_token_whose_directory_is_gone_says_so_at_login(server: ServerThread, tmp_path: Path) -> None:
+    shared = tmp_path / "gone"
+    shared.mkdir()
+    with server.api() as bob:
+        bob.server.auth("bob", "bob-pw")
+        token = bob.server.createAPIToken(path=str(shared))["token"]
+    shared.rmdir()
+    with server.api() as tok, pytest.raises(CommandError, match=f"confined to {shared}, which cannot be opened"):
+        tok.server.authToken(token)
+    shared.mkdir()  # a directory of that name again: the token works again
+    with server.api() as tok:
+        tok.server.authToken(token)
+        assert ls(tok, "/") == []
+
+
 def test_token_permissions_restrict_methods(server: ServerThread, tmp_path: Path) -> None:
     with server.api() as bob:
         bob.server.auth("bob", "bob-pw")

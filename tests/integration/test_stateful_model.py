@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -182,6 +183,13 @@ class ControlPlaneModel(RuleBasedStateMachine):
         api = self._session()
         if token in self.deleted:
             with pytest.raises(CommandError, match="authentication failed"):
+                api.server.authToken(token)
+            self.view = ("", None)
+            return
+        owner, path = self.tokens[token]
+        if path is not None and path not in self.trees[owner].dirs:
+            # Its directory was removed since: the login fails and says why.
+            with pytest.raises(CommandError, match=f"confined to /{re.escape(path)}, which cannot be opened"):
                 api.server.authToken(token)
             self.view = ("", None)
             return
