@@ -191,16 +191,14 @@ def main() -> None:
                     )
                     shutil.rmtree(out, ignore_errors=True)
                 for name in ("NONE", "ENCRYPTED_256"):
-                    times, notes = [], []
-                    for run in range(args.tree_runs):
-                        tree_dst = f"{dst}/jettui-tree-{name}-{run}"
-                        elapsed, t = jettui_copy(
-                            api, rx_recv, token, src / "tree", tree_dst, CIPHERS[name], rate_kbit, poll=0.01
-                        )
-                        times.append(elapsed)
+                    notes: list[str] = []
+
+                    def copy(out: str, cipher: int = CIPHERS[name], notes: list[str] = notes) -> float:
+                        elapsed, t = jettui_copy(api, rx_recv, token, src / "tree", out, cipher, rate_kbit, poll=0.01)
                         notes.append(resent(t))
-                        shutil.rmtree(tree_dst, ignore_errors=True)
-                    print(f"jettui {name:<14} tree   : {tree_figure(args.files, times)}; {', '.join(notes)}")
+                        return elapsed
+
+                    print(f"jettui {name:<14} tree   : {tree_runs(args, copy, dst)}; {', '.join(notes)}")
         finally:
             stop(tx)
             stop(rx)
@@ -222,21 +220,17 @@ def main() -> None:
             print("rsync over ssh: ssh or sshd missing (apt-get install openssh-server) - skipped")
 
 
-def tree_figure(files: int, times: list[float]) -> str:
-    """Median files/s of several runs, with the range."""
-    rates = sorted(files / t for t in times)
-    middle = statistics.median(times)
-    return f"{statistics.median(rates):8.0f} files/s [{rates[0]:.0f}-{rates[-1]:.0f}] ({middle:.2f} s)"
-
-
 def tree_runs(args: argparse.Namespace, copy: Callable[[str], float], dst: Path) -> str:
-    """``copy(destination)`` ``--tree-runs`` times, each into a fresh directory removed after."""
+    """``copy(destination)`` ``--tree-runs`` times, each into a fresh directory removed after:
+    the median files/s, with the range."""
     times = []
     for run in range(args.tree_runs):
-        out = dst / f"peer-tree-{run}"
+        out = dst / f"tree-{run}"
         times.append(copy(str(out)))
         shutil.rmtree(out, ignore_errors=True)
-    return tree_figure(args.files, times)
+    rates = sorted(args.files / t for t in times)
+    middle = statistics.median(times)
+    return f"{statistics.median(rates):8.0f} files/s [{rates[0]:.0f}-{rates[-1]:.0f}] ({middle:.2f} s)"
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
