@@ -264,8 +264,12 @@ def writer_job(cfg: dict[str, Any], check_present: Callable[[int, RangeSet], Non
                 writes += 1
                 if writes % cfg["every"] == 0:
                     w.checkpoint()
-            ok, message = w.finish_file(i)
-            assert ok, message
+            if not cfg.get("batch"):
+                ok, message = w.finish_file(i)
+                assert ok, message
+        if cfg.get("batch"):  # one finish_files call, as the server does (small files: held in memory)
+            outcomes = w.finish_files([i for i in range(len(entries)) if i not in skip])
+            assert all(ok for ok, _ in outcomes), outcomes
         w.close()
     return {i: rs.count for i, rs in present.items()}
 
@@ -275,13 +279,23 @@ _JOB = (
 )
 
 
-def _crash_case(tmp: Path, overwrite: int, seed: int) -> tuple[dict[str, Any], dict[str, bytes], dict[str, bytes]]:
+def _crash_case(
+    tmp: Path, overwrite: int, seed: int, small: bool = False
+) -> tuple[dict[str, Any], dict[str, bytes], dict[str, bytes]]:
+    """Files to receive (``small``: six of one block each, which the writer holds in memory
+    and creates in one finish_files batch), the old versions beside them, and the job."""
     rng = random.Random(seed)
     root = tmp / "dst"
     (root / "in").mkdir(parents=True)
     (tmp / "src").mkdir()
-    new = {"f0": rng.randbytes(40 * BS + 100), "f1": rng.randbytes(25 * BS), "f2": b""}
-    old = {"f0": rng.randbytes(33 * BS)} if overwrite != OVERWRITE_NEVER else {}
+    if small:
+        new = {f"f{i}": rng.randbytes(rng.randint(1, BS)) for i in range(6)}
+        old = {"f0": rng.randbytes(100), "f3": rng.randbytes(BS)}
+    else:
+        new = {"f0": rng.randbytes(40 * BS + 100), "f1": rng.randbytes(25 * BS), "f2": b""}
+        old = {"f0": rng.randbytes(33 * BS)}
+    if overwrite == OVERWRITE_NEVER:
+        old = {}
     for name, data in old.items():
         (root / "in" / name).write_bytes(data)
     entries = []
@@ -296,12 +310,15 @@ def _crash_case(tmp: Path, overwrite: int, seed: int) -> tuple[dict[str, Any], d
         "seed": seed,
         "shuffle": True,
         "every": 8,
+        "batch": small,
     }
     return cfg, new, old
 
 
-def _crash_and_resume(tmp: Path, point: str, hit: int, overwrite: int, seed: int) -> dict[int, int]:
-    cfg, new, old = _crash_case(tmp, overwrite, seed)
+def _crash_and_resume(
+    tmp: Path, point: str, hit: int, overwrite: int, seed: int, small: bool = False
+) -> dict[int, int]:
+    cfg, new, old = _crash_case(tmp, overwrite, seed, small)
     env = dict(os.environ, JETTUI_FAULT=f"{point}:{hit}")
     proc = subprocess.run([sys.executable, "-c", _JOB, json.dumps(cfg)], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
@@ -359,6 +376,23 @@ def test_crash_at_each_fault_point_then_resume(tmp_path: Path, point: str, hit: 
     resumed = _crash_and_resume(tmp_path, point, hit, overwrite, seed=11)
     if point in ("block-write", "checkpoint-write"):
         assert resumed.get(0, 0) >= 8  # the checkpoints before the kill were used
+
+
+@pytest.mark.parametrize(
+    ("point", "hit", "overwrite"),
+    [
+        ("block-write", 4, OVERWRITE_ALWAYS),
+        ("before-fsync", 1, OVERWRITE_ALWAYS),
+        ("before-rename", 3, OVERWRITE_ALWAYS),
+        ("before-rename", 4, OVERWRITE_NEVER),
+        ("before-dir-fsync", 1, OVERWRITE_VERSIONED),
+        ("backup-rename", 3, OVERWRITE_VERSIONED),
+    ],
+)
+def test_crash_in_a_batch_of_small_files_then_resume(tmp_path: Path, point: str, hit: int, overwrite: int) -> None:
+    """Small files are created by finish_files from memory, a batch at a time, with the
+    same steps and fault points as part-files written block by block."""
+    _crash_and_resume(tmp_path, point, hit, overwrite, seed=5, small=True)
 
 
 def test_every_fault_point_is_in_the_matrix() -> None:
