@@ -12,7 +12,10 @@ Message vocabulary (every message is a map with a ``"type"`` string):
 sender -> receiver
     ``open``  ``{transfer: str, count: int, blockSize: int, params: map}``
     ``files`` ``{first: int, entries: [FileEntry.to_wire(), ...]}`` (in order, until count)
-    ``eof``   ``{files: [int]}`` every block of these files is acknowledged
+    ``eof``   ``{files: [int], digests: [bytes], early?: true}`` the files' SHA-256: once
+              every block of them is acknowledged (then the receiver answers ``missing``
+              for any it lacks), or ``early`` once every block was sent (small files: as
+              their last block goes, even before ``ready``)
     ``close`` ``{}`` all files verified; the session ends
 sender <- receiver
     ``have``     ``{file: int, ranges: bytes}`` blocks already present (resume)

@@ -509,7 +509,12 @@ class Receiver(SessionBase):
             except ValueError as exc:
                 raise ControlError(f"bad manifest entry: {exc}") from exc
             self._maybe_requested()
-        elif kind == "eof" and state in (ReceiverState.RECEIVING, ReceiverState.DRAINING):
+        elif kind == "eof" and (
+            state in (ReceiverState.RECEIVING, ReceiverState.DRAINING)
+            or (state is ReceiverState.AWAIT_ACCEPT and message.get("early") is True)
+        ):
+            # Before the accept only early digests come (small files sent as early data):
+            # kept, and a file completed by the accept's replay of its blocks is verified at once.
             check_message(message, files=list, digests=list)
             if len(message["digests"]) != len(message["files"]):
                 raise ControlError("eof has not one digest per file")

@@ -27,7 +27,12 @@ are resent, so a stale checkpoint cannot leave a file incomplete.
 
 Digests: ``eof`` carries each file's whole-file SHA-256, the manifest's or (when the
 manifest was built without hashing) the source's, computed while the file was read for
-sending.  The receiver verifies a complete file only once it has that digest.
+sending.  The receiver verifies a complete file only once it has that digest.  A small
+file's (EARLY_DIGEST_MAX) goes in an ``early`` eof as soon as its last block has been sent,
+even before the transfer is accepted, gathered EARLY_DIGEST_BATCH at a time: the receiver
+then verifies it as its last block lands, instead of after the round trip of its ACK and
+the eof that answers it (10,000 small files on loopback: finishing started only once the
+sender had seen the acceptance and the ACKs of the early data, ~80 ms after the accept).
 """
 
 from __future__ import annotations
@@ -66,6 +71,12 @@ __all__ = ["BlockSource", "Sender", "SenderState"]
 
 #: Manifest entries per ``files`` control message.
 _FILES_PER_MESSAGE = 256
+#: Files this small have their digest sent as soon as their last block has been: the source
+#: hashes them as it reads them, so the digest is ready without waiting for a hash thread.
+EARLY_DIGEST_MAX = 256 * 1024
+#: Early digests gathered into one eof (sent sooner once every block is out or an ACK
+#: interval has passed since the first of them was queued).
+EARLY_DIGEST_BATCH = 64
 
 
 class BlockSource(Protocol):
@@ -144,6 +155,8 @@ class Sender(SessionBase):
         self._verdicts: dict[int, FileVerified] = {}
         self._eof_sent = bytearray(len(self.files))
         self._eof_queue: list[int] = []
+        self._digest_queue: list[int] = []  # small files whose last block was sent (early eof)
+        self._digest_queued_at = 0.0
         self._known_complete = RangeSet()  # files the receiver's ACKs said are complete
         self._early_eof_sent = False
         self._early_left = 0
@@ -256,6 +269,15 @@ class Sender(SessionBase):
         self._common_datagrams(now, out)
         if self._data_may_flow():
             self._send_data(now, out)
+        if self._digest_queue and (
+            len(self._digest_queue) >= EARLY_DIGEST_BATCH
+            or not self._new_remaining
+            or now - self._digest_queued_at >= self._config.ack_interval
+        ):
+            queue, self._digest_queue = self._digest_queue, []
+            if not self._send_eof(queue, early=True):
+                return self._final_datagrams(now)
+            self._control_chunks(now, out)
         probe = self._probe_deadline()
         if (probe is not None and now >= probe) or now - self._last_send >= self._config.keepalive_interval:
             if probe is not None and now >= probe:
@@ -520,6 +542,14 @@ class Sender(SessionBase):
         self._control.send(message)
         return True
 
+    def _queue_digest(self, index: int, now: float) -> None:
+        """File ``index`` has had every block sent once: its digest goes in the next early
+        eof, and no eof follows its ACK (the control stream is reliable)."""
+        self._eof_sent[index] = 1
+        if not self._digest_queue:
+            self._digest_queued_at = now
+        self._digest_queue.append(index)
+
     def _file_acked(self, index: int) -> None:
         if not self._eof_sent[index] and self._nblocks[index]:
             self._eof_sent[index] = 1
@@ -768,6 +798,13 @@ class Sender(SessionBase):
                 run[1] = b + 1
                 if b + 1 >= e:
                     self._run = None
+                    if (
+                        sizes[f] <= EARLY_DIGEST_MAX
+                        and not self._pending[f]
+                        and not self._eof_sent[f]
+                        and not self.files[f].digest  # else the receiver has it from the manifest
+                    ):
+                        self._queue_digest(f, now)
                 self._new_remaining -= 1
             if data is None:
                 data = self._read_block(f, b)

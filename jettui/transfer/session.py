@@ -260,7 +260,11 @@ class SessionBase:
         if control.ack_needed:
             control.ack_needed = False
             out.append(self._seal(PacketType.CONTROL_ACK, encode_control_ack(control.received_offset), now))
-        for offset, chunk in control.chunks_to_send(now, self._max_payload - 8, self.rtt):
+        self._control_chunks(now, out)
+
+    def _control_chunks(self, now: float, out: list[bytes]) -> None:
+        """The control stream's chunks due now (first sends and retransmissions)."""
+        for offset, chunk in self._control.chunks_to_send(now, self._max_payload - 8, self.rtt):
             out.append(self._seal(PacketType.CONTROL, encode_control(offset, chunk), now))
 
     def _final_datagrams(self, now: float) -> list[bytes]:

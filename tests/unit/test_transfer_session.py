@@ -6,6 +6,7 @@ next to the bounds they must respect whatever the implementation details.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
@@ -189,6 +190,32 @@ def test_early_data_is_held_within_the_limits_and_the_rest_sent_again():
     s = sim.sender.stats
     assert 0 < s.blocks_retransmitted < sim.sender.total_blocks
     assert sim.receiver.stats.blocks_received == sim.sender.total_blocks
+
+
+def without_digests(contents: list[bytes]) -> list[FileEntry]:
+    """Entries as the server's manifests make them: the source hashes while it sends."""
+    return [dataclasses.replace(e, digest=b"") for e in make_entries(contents)]
+
+
+def test_small_files_digests_come_with_their_data_even_before_the_accept():
+    """A small file's digest goes as soon as its last block is sent: the receiver has them
+    before it accepts, and verifies the files its early data completed during the accept,
+    without waiting for ACKs and the eofs that would answer them."""
+    contents = payloads(34, *([3000] * 40), 600_000)
+    sim = build(contents, entries=without_digests(contents))
+    sim.accept = False
+    sim.run(1)
+    assert sim.receiver.state is ReceiverState.AWAIT_ACCEPT
+    assert sim.sender.stats.blocks_sent == sim.sender.total_blocks  # all of it, early
+    sim.sink.open(sim.receiver.files)
+    sim.receiver.accept()
+    before = len(sim.receiver_events)
+    sim._events()  # what the accept produced, handled at once as the server's pump does
+    received = [e.file_index for e in sim.receiver_events[before:] if isinstance(e, FileReceived)]
+    assert received == list(range(40))  # not the large one: its digest waits for its ACK
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert sim.sender.stats.blocks_retransmitted == 0
 
 
 def test_no_early_data_on_a_resume():
