@@ -8,11 +8,10 @@ Every datagram starts with an 18-byte header that is also the AEAD associated da
     +------+------+-----------------+-----------------+---------------------+-----+
 
 ``0xA4`` is a magic nibble (0xA) and the protocol version (4: early digests may come
-before the accept; 3: ACKs carry the index below which every file is complete; 2: manifests
-may carry no digest and ``eof`` brings
-each file's SHA-256).  An older peer's datagrams are dropped as unknown.  The tag is 16
-bytes for every cipher level except NONE (and HELLO / HELLO_REPLY carry their own
-handshake tag).
+before the accept; 3: ACKs carry the index below which every file is complete; 2:
+manifests may carry no digest and ``eof`` brings each file's SHA-256).  An older peer's
+datagrams are dropped as unknown.  The tag is 16 bytes for every cipher level except NONE
+(and HELLO / HELLO_REPLY carry their own handshake tag).
 The payloads, all big-endian:
 
 * HELLO (sender -> receiver, plaintext): sender static key (32), sender ephemeral key
