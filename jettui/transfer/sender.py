@@ -33,6 +33,9 @@ even before the transfer is accepted, gathered EARLY_DIGEST_BATCH at a time: the
 then verifies it as its last block lands, instead of after the round trip of its ACK and
 the eof that answers it (10,000 small files on loopback: finishing started only once the
 sender had seen the acceptance and the ACKs of the early data, ~80 ms after the accept).
+The eof after the file's ACKs still follows, with an empty digest: it is the one that asks
+for missing blocks, and the one a receiver without a digest (TRANSFER_FLAG_READ off) waits
+for.  Files whose last block goes in a parity group are left to those later eofs.
 """
 
 from __future__ import annotations
@@ -157,6 +160,9 @@ class Sender(SessionBase):
         self._eof_queue: list[int] = []
         self._digest_queue: list[int] = []  # small files whose last block was sent (early eof)
         self._digest_queued_at = 0.0
+        # Files whose digest an eof carried already: later eofs (after the ACKs, which still
+        # ask the receiver what is missing) carry an empty one for them.
+        self._digest_sent = bytearray(len(self.files))
         self._known_complete = RangeSet()  # files the receiver's ACKs said are complete
         self._early_eof_sent = False
         self._early_left = 0
@@ -269,10 +275,14 @@ class Sender(SessionBase):
         self._common_datagrams(now, out)
         if self._data_may_flow():
             self._send_data(now, out)
-        if self._digest_queue and (
-            len(self._digest_queue) >= EARLY_DIGEST_BATCH
-            or not self._new_remaining
-            or now - self._digest_queued_at >= self._config.ack_interval
+        if (
+            self._digest_queue
+            and self._state in (SenderState.REQUESTING, SenderState.SENDING)
+            and (
+                len(self._digest_queue) >= EARLY_DIGEST_BATCH
+                or not self._new_remaining
+                or now >= self._digest_queued_at + self._config.ack_interval  # as get_timer says
+            )
         ):
             queue, self._digest_queue = self._digest_queue, []
             if not self._send_eof(queue, early=True):
@@ -320,6 +330,7 @@ class Sender(SessionBase):
             self._probe_deadline(),
             self._close_deadline,
             self._tail_probe_time(),
+            self._digest_queued_at + self._config.ack_interval if self._digest_queue else None,
         ):
             if t is not None:
                 times.append(t)
@@ -531,11 +542,14 @@ class Sender(SessionBase):
         return digest
 
     def _send_eof(self, files: list[int], early: bool = False) -> bool:
+        sent = self._digest_sent
         try:
-            digests = [self._digest(index) for index in files]
+            digests = [b"" if sent[index] else self._digest(index) for index in files]
         except Exception as exc:  # the source is the driver's file I/O: report, don't crash
             self._fail(f"cannot hash a source file: {exc}", remote=False, notify=True)
             return False
+        for index in files:
+            sent[index] = 1
         message: dict[str, Any] = {"type": "eof", "files": files, "digests": digests}
         if early:
             message["early"] = True
@@ -544,8 +558,9 @@ class Sender(SessionBase):
 
     def _queue_digest(self, index: int, now: float) -> None:
         """File ``index`` has had every block sent once: its digest goes in the next early
-        eof, and no eof follows its ACK (the control stream is reliable)."""
-        self._eof_sent[index] = 1
+        eof.  The eof after its ACKs still follows (with an empty digest): only that one asks
+        the receiver for blocks it lacks (a stale checkpoint), and it is the eof the receiver
+        verifies on when the digest is empty (TRANSFER_FLAG_READ off)."""
         if not self._digest_queue:
             self._digest_queued_at = now
         self._digest_queue.append(index)
@@ -801,7 +816,7 @@ class Sender(SessionBase):
                     if (
                         sizes[f] <= EARLY_DIGEST_MAX
                         and not self._pending[f]
-                        and not self._eof_sent[f]
+                        and not self._digest_sent[f]
                         and not self.files[f].digest  # else the receiver has it from the manifest
                     ):
                         self._queue_digest(f, now)

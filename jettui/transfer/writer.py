@@ -72,6 +72,7 @@ sidecar can never reappear after the finish removed it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import errno
@@ -229,7 +230,7 @@ _syncfs = _load_syncfs()
 
 
 def _syncfs_raising(fd: int) -> None:
-    """Make every dirty page and inode of the filesystem ``fd`` is on durable."""
+    """Flush every dirty page and inode of the filesystem that ``fd`` is on."""
     if _syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -934,7 +935,9 @@ class FileWriter:
         made durable with one ``syncfs`` per filesystem (instead of an fsync per file), then
         all are renamed, then each directory is fsynced once.  No rename happens before the
         data of every file in the batch is durable, so the crash guarantee is unchanged;
-        thousands of small files no longer cost two journal commits each.
+        thousands of small files no longer cost two journal commits each.  Files held in
+        memory go through the same steps as a batch of their own (:meth:`_finish_held`),
+        before the files written block by block.
         """
         results: dict[int, tuple[bool, str]] = {}
         owned: list[tuple[_File, int | None]] = []
@@ -1072,14 +1075,11 @@ class FileWriter:
             self._stashed -= sum(map(len, datas))
         written: list[tuple[_File, int]] = []
         for (f, parent), data in zip(held, datas, strict=True):
+            fd = None
             try:
                 # Created with its final permissions (the umask applies as for the fchmod of
                 # other files); nothing of it was ever claimed, so a failure leaves nothing.
                 fd = self._open_data(f, parent, sized=False, create_mode=f.entry.mode & 0o777)
-            except OSError as exc:
-                results[f.index] = (False, self._io_error(exc, f, "writing").message)
-                continue
-            try:
                 if torn and len(data) > 1:
                     _pwrite_all(fd, data[: len(data) // 2], 0)
                     fault_point("block-write")
@@ -1087,15 +1087,19 @@ class FileWriter:
                 if mtime:
                     os.utime(fd, ns=(time.time_ns(), f.entry.mtime_ns))
                 if each:
+                    fault_point("before-fsync")
                     os.fsync(fd)
             except OSError as exc:
-                _unlink(parent, f.part)
                 results[f.index] = (False, self._io_error(exc, f, "writing").message)
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        _unlink(parent, f.part)
                 continue
             finally:
-                os.close(fd)
+                _close(fd)
             written.append((f, parent))
-        fault_point("before-fsync")
+        if not each:
+            fault_point("before-fsync")
         try:
             if not each:
                 parents = {parent for _, parent in written}

@@ -218,6 +218,40 @@ def test_small_files_digests_come_with_their_data_even_before_the_accept():
     assert sim.sender.stats.blocks_retransmitted == 0
 
 
+def test_a_stale_checkpoint_is_completed_with_early_digests():
+    """The sender's checkpoint claims blocks the receiver lost: the small file's digest went
+    early, yet the eof after its ACKs still asks the receiver what is missing."""
+    contents = payloads(35, 134_400)
+    acked = {0: RangeSet([(0, 60)])}
+    present = {0: RangeSet([(0, 30)])}
+    initial = [contents[0][: 30 * 1344] + bytes(134_400 - 30 * 1344)]
+    sim = build(contents, entries=without_digests(contents), acked=acked, present=present, initial=initial)
+    sim.run(30)
+    assert_delivered(sim, contents)
+
+
+class UnreadSource(MemorySource):
+    """TRANSFER_FLAG_READ off: zeros, and no digest (the receiver checks for zeros)."""
+
+    def digest(self, file_index: int) -> bytes:
+        return b""
+
+
+def test_small_files_without_digests_are_verified_once_their_acks_are_answered():
+    """No digest to send early: the eof after the ACKs is what the receiver verifies on."""
+    contents = [bytes(3000)] * 20
+    sim = build(contents, entries=without_digests(contents), source=UnreadSource(contents))
+    sim.accept = False
+    sim.run(1)
+    sim.sink.open(sim.receiver.files)
+    sim.receiver.accept()
+    sim.verify = lambda index: bytes(sim.sink.files[index]) == bytes(3000)  # type: ignore[method-assign]
+    sim.accept = True
+    sim.run(30)
+    assert sim.sender.state is SenderState.COMPLETE
+    assert sim.sender_events[-1] == TransferCompleted(failed=())
+
+
 def test_no_early_data_on_a_resume():
     """The sender's checkpoint says the receiver has part-files: wait for its answer."""
     contents = payloads(32, 134_400)
