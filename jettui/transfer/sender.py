@@ -33,9 +33,10 @@ even before the transfer is accepted, gathered EARLY_DIGEST_BATCH at a time: the
 then verifies it as its last block lands, instead of after the round trip of its ACK and
 the eof that answers it (10,000 small files on loopback: finishing started only once the
 sender had seen the acceptance and the ACKs of the early data, ~80 ms after the accept).
-The eof after the file's ACKs still follows, with an empty digest: it is the one that asks
-for missing blocks, and the one a receiver without a digest (TRANSFER_FLAG_READ off) waits
-for.  Files whose last block goes in a parity group are left to those later eofs.
+On a resumed session the eof after the file's ACKs still follows, with an empty digest: it
+is the one that asks for missing blocks; so does it when there is no digest
+(TRANSFER_FLAG_READ off), as the receiver verifies on it.  Files whose last block goes in a
+parity group are left to those later eofs.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ class SenderState(enum.Enum):
 
 #: States in which ACKs are taken: data flows from the transfer request on.
 _ACKED_STATES = frozenset({SenderState.REQUESTING, SenderState.SENDING, SenderState.CLOSING})
+#: States in which queued early digests are sent.
+_DIGEST_STATES = frozenset({SenderState.REQUESTING, SenderState.SENDING})
 
 
 class Sender(SessionBase):
@@ -146,6 +149,9 @@ class Sender(SessionBase):
             for s, e in ranges:
                 self._acked[index].add(s, min(e, self._nblocks[index]))
         self.stats.blocks_acked = sum(rs.count for rs in self._acked)
+        # From a checkpoint the receiver may lack blocks we count as acknowledged: then every
+        # file gets the eof after its ACKs, which asks it what is missing.
+        self._resumed = self.stats.blocks_acked > 0
         self._pending: list[RangeSet] = []
         self._new_remaining = 0
         self._cur_file = 0
@@ -275,15 +281,8 @@ class Sender(SessionBase):
         self._common_datagrams(now, out)
         if self._data_may_flow():
             self._send_data(now, out)
-        if (
-            self._digest_queue
-            and self._state in (SenderState.REQUESTING, SenderState.SENDING)
-            and (
-                len(self._digest_queue) >= EARLY_DIGEST_BATCH
-                or not self._new_remaining
-                or now >= self._digest_queued_at + self._config.ack_interval  # as get_timer says
-            )
-        ):
+        due = self._digest_deadline()
+        if due is not None and (len(self._digest_queue) >= EARLY_DIGEST_BATCH or not self._new_remaining or now >= due):
             queue, self._digest_queue = self._digest_queue, []
             if not self._send_eof(queue, early=True):
                 return self._final_datagrams(now)
@@ -330,7 +329,7 @@ class Sender(SessionBase):
             self._probe_deadline(),
             self._close_deadline,
             self._tail_probe_time(),
-            self._digest_queued_at + self._config.ack_interval if self._digest_queue else None,
+            self._digest_deadline(),
         ):
             if t is not None:
                 times.append(t)
@@ -550,17 +549,36 @@ class Sender(SessionBase):
             return False
         for index in files:
             sent[index] = 1
+        if early and not self._resumed:
+            # A fresh session's receiver has every block it acknowledged: once it has the
+            # digest too, an eof after the ACKs would tell it nothing.
+            eof_sent = self._eof_sent
+            for index, digest in zip(files, digests, strict=True):
+                if digest:
+                    eof_sent[index] = 1
         message: dict[str, Any] = {"type": "eof", "files": files, "digests": digests}
         if early:
             message["early"] = True
         self._control.send(message)
         return True
 
+    def _digest_deadline(self) -> float | None:
+        """When the queued early digests go at the latest (None: none queued, or not now)."""
+        state = self._state
+        if not self._digest_queue or state not in _DIGEST_STATES:
+            return None
+        if state is SenderState.REQUESTING and not self._control.all_acked:
+            # Before the accept, one at a time behind the file list: at 20 % loss a stream of
+            # them delayed the file list (go-back-N) and the accept by seconds (simulated).
+            return None
+        return self._digest_queued_at + self._config.ack_interval
+
     def _queue_digest(self, index: int, now: float) -> None:
         """File ``index`` has had every block sent once: its digest goes in the next early
-        eof.  The eof after its ACKs still follows (with an empty digest): only that one asks
-        the receiver for blocks it lacks (a stale checkpoint), and it is the eof the receiver
-        verifies on when the digest is empty (TRANSFER_FLAG_READ off)."""
+        eof.  On a resumed session the eof after its ACKs still follows (with an empty
+        digest): only that one asks the receiver for blocks it lacks (a stale checkpoint).
+        So does it when the digest is empty (TRANSFER_FLAG_READ off): the receiver verifies
+        on that eof."""
         if not self._digest_queue:
             self._digest_queued_at = now
         self._digest_queue.append(index)

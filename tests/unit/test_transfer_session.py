@@ -278,8 +278,8 @@ IMPAIRMENTS = {
 #: blocksRetransmitted per scenario for the seeded runs (see test docstring).
 EXPECTED_RESENDS = {
     "loss-1%": 1,
-    "loss-5%": 14,
-    "loss-20%": 64,
+    "loss-5%": 15,
+    "loss-20%": 65,
     "reorder": 0,
     # 30 ms late is beyond the reorder allowance: spurious resends (the tail probe's echo
     # also marks a datagram still on its late way as lost).
