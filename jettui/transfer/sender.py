@@ -288,7 +288,7 @@ class Sender(SessionBase):
                 return self._final_datagrams(now)
             self._control_chunks(now, out)
         probe = self._probe_deadline()
-        if (probe is not None and now >= probe) or now - self._last_send >= self._config.keepalive_interval:
+        if (probe is not None and now >= probe) or now >= self._last_send + self._config.keepalive_interval:
             if probe is not None and now >= probe:
                 self._probe_count += 1
             out.append(self._ping(now))
@@ -711,6 +711,10 @@ class Sender(SessionBase):
             return
         if self._stalled(now):
             self._app_limited = True
+            # Keep the pacer's clock current: its next send time would otherwise stay in the
+            # past, and get_timer would ask to be woken at it again and again (a paused sender
+            # resumed after the stall timeout with data in flight spun until a probe's answer).
+            self._pacer.refill(now, self._config.max_datagram_size)
             return
         pacer = self._pacer
         pacer.rate = self._rate.rate

@@ -252,6 +252,28 @@ def test_small_files_without_digests_are_verified_once_their_acks_are_answered()
     assert sim.sender_events[-1] == TransferCompleted(failed=())
 
 
+def test_resume_long_after_a_pause_does_not_spin():
+    """Paused with data in flight and resumed after the ACK stall timeout: the sender waits
+    for its probe's answer instead of asking to be woken at a pacing time long past (the
+    driver would have spun on it; the simulation calls that a livelock)."""
+    contents = payloads(36, 2_000_000)
+    dark = [(0.1, 1.6)]  # the ACKs of what is in flight when it pauses never come
+    sim = build(
+        contents,
+        sender_config=config(),
+        receiver_config=config(),
+        forward=Link(random.Random(1), delay=0.02),
+        backward=Link(random.Random(2), delay=0.02, dark=dark),
+    )
+    sim.run(0.1)
+    assert sim.sender.state is SenderState.SENDING
+    sim.sender.pause()
+    sim.run(1.2)
+    sim.sender.resume()
+    sim.run(30)
+    assert_delivered(sim, contents)
+
+
 def test_no_early_data_on_a_resume():
     """The sender's checkpoint says the receiver has part-files: wait for its answer."""
     contents = payloads(32, 134_400)
