@@ -271,6 +271,7 @@ class Sender(SessionBase):
             # asks the receiver what is missing: these blocks may still be in flight.
             self._early_eof_sent = True
             early = [i for i, n in enumerate(self._nblocks) if n and not self._eof_sent[i] and i not in self._skipped]
+            self._digest_queue.clear()  # those files are in this eof
             if early and not self._send_eof(early, early=True):
                 return self._final_datagrams(now)
         if self._eof_queue:

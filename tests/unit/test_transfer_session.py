@@ -218,6 +218,25 @@ def test_small_files_digests_come_with_their_data_even_before_the_accept():
     assert sim.sender.stats.blocks_retransmitted == 0
 
 
+def test_a_fresh_session_says_eof_once_per_small_file():
+    """The early eof carried the digest and the receiver has every block it acknowledged:
+    no second eof per file after its ACKs (control traffic is what a lossy path stalls on)."""
+    contents = payloads(37, *([3000] * 50))
+    sim = build(contents, entries=without_digests(contents))
+    eofs: list[int] = []
+    on_control = sim.receiver._on_control
+
+    def counting(message, now):
+        if message["type"] == "eof":
+            eofs.extend(message["files"])
+        on_control(message, now)
+
+    sim.receiver._on_control = counting  # type: ignore[method-assign]
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert sorted(eofs) == list(range(50))
+
+
 def test_a_stale_checkpoint_is_completed_with_early_digests():
     """The sender's checkpoint claims blocks the receiver lost: the small file's digest went
     early, yet the eof after its ACKs still asks the receiver what is missing."""
