@@ -836,12 +836,9 @@ class Sender(SessionBase):
                 run[1] = b + 1
                 if b + 1 >= e:
                     self._run = None
-                    if (
-                        sizes[f] <= EARLY_DIGEST_MAX
-                        and not self._pending[f]
-                        and not self._digest_sent[f]
-                        and not self.files[f].digest  # else the receiver has it from the manifest
-                    ):
+                    # Its last new block (no eof has gone for it yet: they follow ACKs or the
+                    # end of new data); with a manifest digest the receiver has it already.
+                    if sizes[f] <= EARLY_DIGEST_MAX and not self._pending[f] and not self.files[f].digest:
                         self._queue_digest(f, now)
                 self._new_remaining -= 1
             if data is None:

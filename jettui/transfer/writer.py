@@ -1120,18 +1120,14 @@ class FileWriter:
                 installed.setdefault(parent, []).append(f)
         if installed:
             fault_point("before-dir-fsync")
+        # No sidecar to remove: plan() removed any a held (fresh) file had, and no checkpoint
+        # writes one for it (nothing of it is in ``have``).
         for parent, files in installed.items():
             try:
                 os.fsync(parent)
             except OSError as exc:
                 for f in files:
                     results[f.index] = self._failure(exc, f)
-                continue
-            for f in files:
-                if f.sidecar:
-                    cdir, cname = self._ckpt_location(f, parent)
-                    _unlink(cdir, cname)
-                    _unlink(cdir, cname + _TMP_SUFFIX)
 
     def _failure(self, exc: BaseException, f: _File) -> tuple[bool, str]:
         if isinstance(exc, CommandError):
