@@ -10,7 +10,6 @@ datagram size, the datagrams/s and MB/s each side processes and the pair togethe
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ from jettui.transfer import (  # noqa: E402
     TransferConfig,
     TransferRequested,
 )
+from jettui.transfer.digest import digest_of
 from jettui.transfer.simulation import MemorySink, MemorySource, make_entries  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def run_once(level: int, size: int, data: bytes) -> tuple[float, float, int, int
             elif isinstance(event, FileReceived):
                 # Verification is the driver's work (a thread), not the machine's: untimed.
                 th = time.perf_counter()
-                ok = hashlib.sha256(sink.files[0]).digest() == receiver.files[0].digest
+                ok = digest_of(sink.files[0]) == receiver.files[0].digest
                 t_hash += time.perf_counter() - th
                 receiver.file_verified(event.file_index, ok)
         back = receiver.datagrams_to_send(now)

@@ -12,7 +12,7 @@ Message vocabulary (every message is a map with a ``"type"`` string):
 sender -> receiver
     ``open``  ``{transfer: str, count: int, blockSize: int, params: map}``
     ``files`` ``{first: int, entries: [FileEntry.to_wire(), ...]}`` (in order, until count)
-    ``eof``   ``{files: [int], digests: [bytes], early?: true}`` the files' SHA-256: once
+    ``eof``   ``{files: [int], digests: [bytes], early?: true}`` the files' digests: once
               every block of them is acknowledged (then the receiver answers ``missing``
               for any it lacks), or ``early`` once every block was sent (small files: as
               their last block goes, even before ``ready``)

@@ -4,14 +4,15 @@ Every datagram starts with an 18-byte header that is also the AEAD associated da
 
     0      1      2                 10                18
     +------+------+-----------------+-----------------+---------------------+-----+
-    | 0xA4 | type | session id (8)  | packet num (8)  | payload ...         | tag |
+    | 0xA5 | type | session id (8)  | packet num (8)  | payload ...         | tag |
     +------+------+-----------------+-----------------+---------------------+-----+
 
-``0xA4`` is a magic nibble (0xA) and the protocol version (4: early digests may come
-before the accept; 3: ACKs carry the index below which every file is complete; 2:
-manifests may carry no digest and ``eof`` brings each file's SHA-256).  An older peer's
-datagrams are dropped as unknown.  The tag is 16 bytes for every cipher level except NONE
-(and HELLO / HELLO_REPLY carry their own handshake tag).
+``0xA5`` is a magic nibble (0xA) and the protocol version (5: whole-file digests are
+BLAKE3, see digest.py; 4: early digests may come before the accept; 3: ACKs carry the
+index below which every file is complete; 2: manifests may carry no digest and ``eof``
+brings each file's digest).  An older peer's datagrams are dropped as unknown.  The tag
+is 16 bytes for every cipher level except NONE (and HELLO / HELLO_REPLY carry their own
+handshake tag).
 The payloads, all big-endian:
 
 * HELLO (sender -> receiver, plaintext): sender static key (32), sender ephemeral key
@@ -106,7 +107,7 @@ class PacketType(enum.IntEnum):
 
 _TYPES = frozenset(int(t) for t in PacketType)
 
-MAGIC_VERSION = 0xA4
+MAGIC_VERSION = 0xA5
 HEADER = struct.Struct("!BBQQ")
 HEADER_SIZE = HEADER.size
 #: AEAD / handshake tag length.

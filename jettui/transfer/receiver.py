@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import itertools
 import math
 from collections import deque
@@ -41,6 +40,7 @@ from ..errors import LocalProtocolError
 from .config import TransferConfig
 from .control import ControlError
 from .crypto import CryptoError, NegotiationError, ResponderHandshake, StaticKey, negotiate_cipher
+from .digest import DIGEST_SIZE, EMPTY_DIGEST
 from .events import (
     FileReceived,
     HandshakeCompleted,
@@ -80,10 +80,6 @@ MAX_FILES = 10_000_000
 #: integer and covers two blocks or more): an authenticated sender cannot make it more,
 #: whatever its block size (up to 64 KiB on loopback).
 MAX_PARITY_BYTES = 32 << 20
-
-#: Whole-file digests are SHA-256; an empty file's needs no eof.
-DIGEST_SIZE = 32
-_EMPTY_DIGEST = hashlib.sha256(b"").digest()
 
 
 class BlockSink(Protocol):
@@ -553,7 +549,7 @@ class Receiver(SessionBase):
             self._last_len.append(entry.size - (n - 1) * bs if n else 0)
             self._received.append(RangeSet())
         count = len(self.files)
-        self._digests = [e.digest or (_EMPTY_DIGEST if not e.size else b"") for e in self.files]
+        self._digests = [e.digest or (EMPTY_DIGEST if not e.size else b"") for e in self.files]
         self._awaiting_digest = bytearray(count)
         self._active = bytearray(count)
         self._complete = bytearray(count)

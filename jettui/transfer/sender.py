@@ -25,7 +25,7 @@ blocks from what must be sent.  Once a file is fully acknowledged the sender say
 ``eof``; a receiver that lacks blocks anyway (it lost state) answers ``missing`` and they
 are resent, so a stale checkpoint cannot leave a file incomplete.
 
-Digests: ``eof`` carries each file's whole-file SHA-256, the manifest's or (when the
+Digests: ``eof`` carries each file's whole-file digest, the manifest's or (when the
 manifest was built without hashing) the source's, computed while the file was read for
 sending.  The receiver verifies a complete file only once it has that digest.  A small
 file's (EARLY_DIGEST_MAX) goes in an ``early`` eof as soon as its last block has been sent,
@@ -91,7 +91,7 @@ class BlockSource(Protocol):
         fine: the sender copies it into the datagram before it reads again)."""
         ...
 
-    # Optional: ``digest(file_index) -> bytes``, the whole-file SHA-256 for an entry whose
+    # Optional: ``digest(file_index) -> bytes``, the whole-file digest for an entry whose
     # manifest carries none (sent in the file's ``eof``; FileSource hashes while it reads).
 
 

@@ -7,7 +7,6 @@ Used by the unit tests and ``bench/transfer_core.py``; pure like the machines it
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .config import TransferConfig
 from .crypto import StaticKey
+from .digest import digest_of
 from .events import Event, FileReceived, TransferRequested
 from .manifest import FileEntry
 from .packet import PacketType
@@ -26,14 +26,14 @@ __all__ = ["Link", "MemorySink", "MemorySource", "Simulation", "build", "make_en
 
 
 def make_entries(contents: Sequence[bytes], prefix: str = "file", digests: bool = True) -> list[FileEntry]:
-    """Manifest entries for in-memory file contents, with SHA-256 digests unless ``digests``
+    """Manifest entries for in-memory file contents, with their digests unless ``digests``
     is False (as the server builds them: the sender's eof brings the digest)."""
     return [
         FileEntry(
             f"{prefix}{i}",
             len(data),
             1_700_000_000_000_000_000 + i,
-            digest=hashlib.sha256(data).digest() if digests else b"",
+            digest=digest_of(data) if digests else b"",
         )
         for i, data in enumerate(contents)
     ]
@@ -51,8 +51,8 @@ class MemorySource:
         return bytes(self.contents[file_index][offset : offset + length])
 
     def digest(self, file_index: int) -> bytes:
-        """Whole-file SHA-256, for manifests without digests (as FileSource gives it)."""
-        return hashlib.sha256(self.contents[file_index]).digest()
+        """Whole-file digest, for manifests without digests (as FileSource gives it)."""
+        return digest_of(self.contents[file_index])
 
 
 class MemorySink:
@@ -225,7 +225,7 @@ class Simulation:
     def verify(self, index: int) -> bool:
         """Default verification: the sink's bytes hash to the digest of the file's
         FileReceived (the manifest's, or the one the sender's eof brought)."""
-        digest = hashlib.sha256(self.sink.files[index]).digest()
+        digest = digest_of(self.sink.files[index])
         return digest == (self.digests.get(index) or self.receiver.files[index].digest)
 
     def _flush(self) -> None:

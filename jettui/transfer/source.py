@@ -3,7 +3,7 @@
 * :func:`build_manifest` turns the docs' mapping dict (destination path → source path)
   into :class:`~jettui.transfer.manifest.FileEntry` items, expanding directories
   iteratively and, unless told not to (``digests=False``, what the server does), hashing
-  every regular file (SHA-256) as it goes.  It blocks; the server runs it in a thread.
+  every regular file (its digest) as it goes.  It blocks; the server runs it in a thread.
 * :class:`FileSource` is the :class:`~jettui.transfer.sender.BlockSource` over real files:
   ``os.pread`` on descriptors opened once per file (a small LRU), a check that the file
   still is what the manifest describes, and zeros instead of reads when the transfer flags
@@ -22,7 +22,6 @@ refuses one that leads out of the sandbox.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import queue
 import stat
@@ -42,6 +41,7 @@ from ..constants import (
 from ..errors import CommandError
 from ..server.fsview import FileSystemView
 from ..server.sandbox import MAX_NAME_BYTES, show
+from .digest import FileHasher, new_hasher
 from .manifest import MAX_PATH_BYTES, FileEntry
 
 __all__ = [
@@ -167,9 +167,9 @@ class _PendingDir:
 
 
 def _hash_fd(fd: int, st: os.stat_result, vpath: str) -> bytes:
-    """SHA-256 of an open regular file, which must not change while we read it."""
+    """The digest of an open regular file, which must not change while we read it."""
     for _ in range(HASH_ATTEMPTS):
-        digest = hashlib.sha256()
+        digest = new_hasher()
         # Sized to the file (plus one byte, to see growth): a fresh 1 MiB buffer for every
         # small file would cost more than reading it.
         buf = bytearray(min(st.st_size + 1, HASH_CHUNK))
@@ -179,7 +179,7 @@ def _hash_fd(fd: int, st: os.stat_result, vpath: str) -> bytes:
             n = os.preadv(fd, [buf], offset)
             if n <= 0:
                 break
-            digest.update(view[:n])  # hashlib releases the GIL for large updates
+            digest.update(view[:n])  # releases the GIL for large updates
             offset += n
         after = os.fstat(fd)
         if offset == st.st_size == after.st_size and after.st_mtime_ns == st.st_mtime_ns:
@@ -333,7 +333,7 @@ def build_manifest(
     digests: bool = True,
 ) -> Manifest:
     """Entries for ``mappings`` (destination path → source path, or → ``{"srcPath": ...,
-    "type": FILETYPE_*}``), every regular file hashed with SHA-256 (with ``digests``; without,
+    "type": FILETYPE_*}``), every regular file hashed (with ``digests``; without,
     entries carry an empty digest and :class:`FileSource` hashes the files as it sends them).
 
     Directories are expanded recursively; a directory with nothing to send inside becomes
@@ -393,7 +393,7 @@ def _check_tree(entries: Sequence[FileEntry]) -> None:
 
 
 class _HashWorker:
-    """One thread feeding SHA-256 objects with read-ahead chunks, in the order given.
+    """One thread feeding hashers with read-ahead chunks, in the order given.
 
     A plain thread and queue rather than an executor: py-spy showed ThreadPoolExecutor.submit
     (its locks and futures) at a tenth of the sending loop."""
@@ -404,11 +404,11 @@ class _HashWorker:
         self._thread = threading.Thread(target=self._run, name="jettui-source-hash", daemon=True)
         self._thread.start()
 
-    def feed(self, sha: Any, data: bytes | memoryview, last: bool = False) -> threading.Event | None:
-        """Queue ``data`` for ``sha``; with ``last``, return the event set once it is hashed.
+    def feed(self, hasher: FileHasher, data: bytes | memoryview, last: bool = False) -> threading.Event | None:
+        """Queue ``data`` for ``hasher``; with ``last``, return the event set once it is hashed.
         Waits while more than MAX_HASH_QUEUED chunks are queued (memory stays bounded)."""
         done = threading.Event() if last else None
-        self._queue.put((sha, data, done))
+        self._queue.put((hasher, data, done))
         if done is None and self._queue.qsize() > MAX_HASH_QUEUED:
             caught_up = threading.Event()
             self._queue.put((None, None, caught_up))
@@ -420,9 +420,9 @@ class _HashWorker:
             item = self._queue.get()
             if item is None:
                 return
-            sha, data, done = item
+            hasher, data, done = item
             if data is not None:
-                sha.update(data)  # releases the GIL for large chunks
+                hasher.update(data)  # releases the GIL for large chunks
             if done is not None:
                 done.set()
 
@@ -469,7 +469,7 @@ class FileSource:
         # elsewhere (a resend) is a plain pread and leaves the window alone.
         self._window: tuple[int, int, memoryview] | None = None  # (file index, offset, data)
         self._next: tuple[int, int] = (-1, -1)  # where a sequential read continues
-        # Whole-file SHA-256 of entries without a manifest digest, fed with what is read in
+        # Whole-file digests of entries without a manifest digest, fed with what is read in
         # file order from byte 0 (index -> [hash, bytes hashed]); finished ones in _digests.
         # Resends and reads past a gap (a resume skips acknowledged blocks) leave it alone:
         # digest() then reads the file once more.
@@ -532,7 +532,7 @@ class FileSource:
     def _hash_forward(self, index: int, offset: int, data: bytes | memoryview, size: int) -> None:
         """Feed the running digest of file ``index`` with ``data`` read at ``offset``.
 
-        A large file is hashed by a worker thread (hashlib releases the GIL for large
+        A large file is hashed by a worker thread (the hasher releases the GIL for large
         updates): on the sending loop the SHA-256 of a 1 GiB file was ~30 % of its time
         (py-spy), on the worker it overlaps with the sending.  ``data`` is an immutable
         read-ahead chunk, so the worker may hold it."""
@@ -540,31 +540,31 @@ class FileSource:
         if state is None:
             if offset or index in self._digests or self._entries[index].digest:
                 return
-            state = self._hashing[index] = [hashlib.sha256(), 0]
+            state = self._hashing[index] = [new_hasher(), 0]
         pos = state[1]
         end = offset + len(data)
         if not offset <= pos < end:
             return
         piece = memoryview(data)[pos - offset :] if pos > offset else data
         state[1] = end
-        sha = state[0]
+        hasher = state[0]
         if size < HASH_THREAD_MIN:
-            sha.update(piece)
+            hasher.update(piece)
             if end >= size:
-                self._digests[index] = sha.digest()
+                self._digests[index] = hasher.digest()
                 del self._hashing[index]
             return
         worker = self._hasher
         if worker is None:
             worker = self._hasher = _HashWorker()
         if end >= size:
-            self._pending_digests[index] = (sha, worker.feed(sha, piece, last=True))
+            self._pending_digests[index] = (hasher, worker.feed(hasher, piece, last=True))
             del self._hashing[index]
         else:
-            worker.feed(sha, piece)
+            worker.feed(hasher, piece)
 
     def digest(self, file_index: int) -> bytes:
-        """SHA-256 of file ``file_index``: the manifest's, else the one computed while the
+        """The digest of file ``file_index``: the manifest's, else the one computed while the
         file was read in order, else (a resumed transfer sent only part of it) a read of the
         whole file now, checked against the manifest like any read.  Empty when the transfer
         does not read its files (the receiver then checks for zeros)."""
@@ -576,10 +576,10 @@ class FileSource:
             return digest
         pending = self._pending_digests.pop(file_index, None)
         if pending is not None:
-            sha, done = pending
+            hasher, done = pending
             assert done is not None
             done.wait()
-            digest = self._digests[file_index] = sha.digest()
+            digest = self._digests[file_index] = hasher.digest()
             return digest
         self._hashing.pop(file_index, None)
         slot = self._fds.get(file_index)

@@ -35,7 +35,7 @@ Overwrite modes (constants.OVERWRITE_*), decided per file by :meth:`FileWriter.p
 
 Crash guarantee (every mode but in-place): the final name holds the complete old file or
 the complete new file at every instant, and the only leftovers are the names above.  The
-sequence is: blocks → part-file; verify SHA-256 of the whole part-file against the
+sequence is: blocks → part-file; verify the digest of the whole part-file against the
 manifest; chmod/utime; fsync; rename (link to ``.jetbak`` first for VERSIONED); fsync the
 directory; remove the sidecar.
 
@@ -50,7 +50,7 @@ one ``pwrite`` before the same metadata, sync and rename steps.
 
 Hashing follows the data: a background thread reads back each large part-file's
 contiguous prefix (what ``pwrite`` has put in it, from the page cache) into the file's
-SHA-256 while later blocks still arrive, so finishing hashes only the tail instead of
+digest while later blocks still arrive, so finishing hashes only the tail instead of
 reading the whole file a second time after the last block (~1 s per GiB, measured, at the
 end of every big transfer).  It is still the part-file's content that is verified, read
 back after it was written.
@@ -106,6 +106,7 @@ from ..server import fsview
 from ..server.fsview import FileSystemView
 from ..server.sandbox import MAX_NAME_BYTES
 from . import faults
+from .digest import DIGEST_NAME, FileHasher, digest_of, new_hasher
 from .faults import fault_point
 from .manifest import FileEntry, block_count
 from .ranges import RangeSet
@@ -188,8 +189,8 @@ class _File:
     state: _State = _State.OPEN
     sidecar: bool = True  # a sidecar may exist (False once plan() removed it and none was written)
     stale_part: bool = True  # something may sit at the part-file name (False once plan() saw nothing)
-    # Incremental verification (module docstring): SHA-256 of bytes [0, hashed) of the data.
-    sha: Any = None
+    # Incremental verification (module docstring): the digest of bytes [0, hashed) of the data.
+    hasher: FileHasher | None = None
     hashed: int = 0
     hash_queued: bool = False
     stash: bytes | None = None  # a small file's whole content, written by finish_files
@@ -745,17 +746,17 @@ class FileWriter:
                         continue  # its descriptor was recycled: the finish hashes the rest
                     fd = os.dup(fd)
                 try:
-                    sha = f.sha if f.sha is not None else hashlib.sha256()
+                    hasher = f.hasher if f.hasher is not None else new_hasher()
                     pos = f.hashed
                     while pos < end:
                         n = os.preadv(fd, [view[: min(_HASH_CHUNK, end - pos)]], pos)
                         if n <= 0:
                             break
-                        sha.update(view[:n])  # hashlib releases the GIL for large updates
+                        hasher.update(view[:n])  # releases the GIL for large updates
                         pos += n
-                    f.sha, f.hashed = sha, pos
+                    f.hasher, f.hashed = hasher, pos
                 except OSError:
-                    f.sha, f.hashed = None, 0  # the finish starts over from byte 0
+                    f.hasher, f.hashed = None, 0  # the finish starts over from byte 0
                 finally:
                     os.close(fd)
 
@@ -1153,7 +1154,7 @@ class FileWriter:
             if (st := os.fstat(fd)).st_size != f.entry.size:
                 ok, why, dev = False, f"it has {st.st_size} bytes instead of {f.entry.size}", st.st_dev
             else:
-                ok, why = self._verify(fd, f.entry, expected, f.sha, f.hashed)
+                ok, why = self._verify(fd, f.entry, expected, f.hasher, f.hashed)
                 dev = st.st_dev
             cdir, cname = self._ckpt_location(f, parent)
             if not ok:
@@ -1210,7 +1211,7 @@ class FileWriter:
     def _verify(
         self, fd: int, entry: FileEntry, expected: bytes, digest: Any = None, hashed: int = 0
     ) -> tuple[bool, str]:
-        """Whole-file check: SHA-256 against ``expected``, continuing ``digest`` (the hasher
+        """Whole-file check: the digest against ``expected``, continuing ``digest`` (the hasher
         thread's, of the first ``hashed`` bytes) when given; all zeros when the sender did
         not read (TRANSFER_FLAG_READ off sends zero blocks).
 
@@ -1219,9 +1220,9 @@ class FileWriter:
         more than the hash itself."""
         zeros = not self._flags & TRANSFER_FLAG_READ
         if not zeros and len(expected) != 32:
-            return False, "the manifest carries no SHA-256 digest for it"
+            return False, "the manifest carries no digest for it"
         if digest is None or zeros:
-            digest, hashed = hashlib.sha256(), 0
+            digest, hashed = new_hasher(), 0
         size = entry.size
         # Sized to the file: a fresh 1 MiB buffer per 4 KiB file would cost more than the I/O.
         buf = bytearray(max(1, min(size - hashed, _HASH_CHUNK)))
@@ -1248,7 +1249,7 @@ class FileWriter:
                 offset += n
         if zeros or digest.digest() == expected:
             return True, ""
-        return False, "SHA-256 differs from the sender's"
+        return False, f"{DIGEST_NAME} digest differs from the sender's"
 
     def _verify_bytes(self, data: bytes, expected: bytes) -> tuple[bool, str]:
         """:meth:`_verify` of a whole file held in memory."""
@@ -1257,9 +1258,9 @@ class FileWriter:
                 return False, "expected zeros: the sender did not read its files"
             return True, ""
         if len(expected) != 32:
-            return False, "the manifest carries no SHA-256 digest for it"
-        if hashlib.sha256(data).digest() != expected:
-            return False, "SHA-256 differs from the sender's"
+            return False, "the manifest carries no digest for it"
+        if digest_of(data) != expected:
+            return False, f"{DIGEST_NAME} digest differs from the sender's"
         return True, ""
 
     def _backup(self, f: _File, parent: int) -> None:

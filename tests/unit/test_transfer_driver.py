@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 
 from jettui.server.udp import UdpEndpoint
@@ -16,6 +15,7 @@ from jettui.transfer import (
     TransferConfig,
     TransferRequested,
 )
+from jettui.transfer.digest import digest_of
 from jettui.transfer.driver import KEY_PACKET, TransferEndpoint
 from jettui.transfer.packet import MAGIC_VERSION
 from jettui.transfer.simulation import MemorySink, MemorySource, make_entries
@@ -38,7 +38,7 @@ async def run_pair(contents: list[bytes], config: TransferConfig) -> tuple[Memor
             sink.open(event.files)
             session.machine.accept()
         elif isinstance(event, FileReceived):
-            ok = hashlib.sha256(bytes(sink.files[event.file_index])).digest() == entries[event.file_index].digest
+            ok = digest_of(bytes(sink.files[event.file_index])) == entries[event.file_index].digest
             session.machine.file_verified(event.file_index, ok)
 
     def on_hello(session_id, addr):  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ matrix runs in CI; the long one with random hit numbers and block orders is ``sl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -40,6 +39,7 @@ from jettui.transfer import (
     TransferFailed,
     TransferRequested,
 )
+from jettui.transfer.digest import digest_of
 from jettui.transfer.faults import FAULT_POINTS
 from jettui.transfer.manifest import FileEntry, block_count
 from jettui.transfer.ranges import RangeSet
@@ -301,7 +301,7 @@ def _crash_case(
     entries = []
     for name, data in new.items():
         (tmp / "src" / name).write_bytes(data)
-        entries.append([name, len(data), 1_700_000_000_000_000_000, hashlib.sha256(data).hexdigest()])
+        entries.append([name, len(data), 1_700_000_000_000_000_000, digest_of(data).hex()])
     cfg = {
         "root": str(root),
         "entries": entries,

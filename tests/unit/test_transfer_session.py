@@ -7,7 +7,6 @@ next to the bounds they must respect whatever the implementation details.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 import re
 
@@ -30,6 +29,7 @@ from jettui.transfer import (
     TransferFailed,
 )
 from jettui.transfer import receiver as receiver_module
+from jettui.transfer.digest import digest_of
 from jettui.transfer.packet import TAG_SIZE, block_overhead, decode_packet, encode_data, encode_parity
 from jettui.transfer.receiver import EarlyDataBudget
 from jettui.transfer.simulation import Link, MemorySink, MemorySource, build, make_entries
@@ -381,7 +381,7 @@ def test_link_dark_for_30_seconds():
 def test_heavy_loss_many_small_files_dirs_and_empty_files():
     contents = payloads(8, *([0, 10, 1344, 3000] * 25))
     entries = make_entries(contents)
-    entries[0] = FileEntry("emptydir", 0, 0, FILETYPE_DIRECTORY, hashlib.sha256(b"").digest())
+    entries[0] = FileEntry("emptydir", 0, 0, FILETYPE_DIRECTORY, digest_of(b""))
     sim = build(
         contents,
         entries=entries,
@@ -886,7 +886,7 @@ def test_digests_travel_in_eof_when_the_manifest_has_none():
     sim.run(30)
     assert_delivered(sim, contents)
     received = {e.file_index: e.digest for e in sim.receiver_events if isinstance(e, FileReceived)}
-    assert received == {i: hashlib.sha256(c).digest() for i, c in enumerate(contents)}
+    assert received == {i: digest_of(c) for i, c in enumerate(contents)}
     assert all(e.ok for e in sim.sender_events if isinstance(e, FileVerified))
 
 
@@ -900,7 +900,7 @@ def test_digest_from_eof_after_resume_and_a_wrong_one_fails():
 
     class WrongDigest(MemorySource):
         def digest(self, file_index: int) -> bytes:
-            return hashlib.sha256(b"something else").digest()
+            return digest_of(b"something else")
 
     sim = build(contents, entries=make_entries(contents, digests=False), source=WrongDigest(contents))
     sim.run(30)

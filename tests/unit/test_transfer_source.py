@@ -6,7 +6,6 @@ component-by-component fallback, because the server may run on either kind of ke
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from jettui.constants import (
 from jettui.errors import CommandError
 from jettui.server import fsview
 from jettui.server.fsview import FileSystemView
+from jettui.transfer.digest import digest_of
 from jettui.transfer.source import FileSource, SourceChanged, build_manifest, normalize_dest_path
 
 SECRET = b"outside the sandbox: must never be read"
@@ -54,8 +54,8 @@ def fs(root: Path) -> Iterator[FileSystemView]:
     view.close()
 
 
-def _sha(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+def _digest(data: bytes) -> bytes:
+    return digest_of(data)
 
 
 def _open_fds() -> int:
@@ -65,7 +65,7 @@ def _open_fds() -> int:
 # -- build_manifest ------------------------------------------------------------------------------
 
 
-def test_single_file_records_size_mtime_mode_and_sha256(fs: FileSystemView, root: Path) -> None:
+def test_single_file_records_size_mtime_mode_and_digest(fs: FileSystemView, root: Path) -> None:
     payload = os.urandom(3 * 1024 * 1024 + 17)  # more than one hashing chunk
     path = root / "data.bin"
     path.write_bytes(payload)
@@ -77,7 +77,7 @@ def test_single_file_records_size_mtime_mode_and_sha256(fs: FileSystemView, root
     assert entry.path == "docs/readme.bin"  # absolute destinations are re-rooted: relative
     assert (entry.size, entry.kind, entry.mode) == (len(payload), FILETYPE_REGULAR_FILE, 0o750)
     assert entry.mtime_ns == 1_700_000_000_123_456_789
-    assert entry.digest == _sha(payload)
+    assert entry.digest == _digest(payload)
     assert manifest.sources == ["/data.bin"] == manifest.src_paths
     assert manifest.total_size == len(payload)
 
@@ -100,7 +100,7 @@ def test_tree_of_1000_small_files_and_empty_directories(fs: FileSystemView, root
     assert set(files) == set(expected)
     for path, body in expected.items():
         assert files[path].size == len(body)
-        assert files[path].digest == _sha(body)
+        assert files[path].digest == _digest(body)
     # Only directories with nothing below them are entries; "empty" has a subdirectory.
     assert dirs == {"out/empty/deeper", "out/lonely"}
     for entry, src in zip(manifest, manifest.sources, strict=True):
@@ -118,7 +118,7 @@ def test_symlinks_inside_the_sandbox_followed_or_ignored(fs: FileSystemView, roo
     followed = build_manifest(fs, {"": "/t"}, SYMLINKS_FOLLOW)
     by_path = {e.path: e for e in followed}
     assert set(by_path) == {"real/a.txt", "file_link", "dir_link/a.txt", "only_links/l"}
-    assert by_path["file_link"].digest == _sha(b"alpha") == by_path["dir_link/a.txt"].digest
+    assert by_path["file_link"].digest == _digest(b"alpha") == by_path["dir_link/a.txt"].digest
     assert followed.sources[followed.index(by_path["dir_link/a.txt"])] == "/t/dir_link/a.txt"
 
     ignored = build_manifest(fs, {"": "/t"}, SYMLINKS_IGNORE)
@@ -148,7 +148,7 @@ def test_symlink_leading_out_of_the_sandbox_is_refused(mode: str, fs: FileSystem
     # Ignoring links is the way to send such a tree; nothing from outside is read.
     manifest = build_manifest(fs, {"x": "/t"}, SYMLINKS_IGNORE)
     assert [e.path for e in manifest] == ["x/ok.txt"]
-    assert all(e.digest != _sha(SECRET) for e in manifest)
+    assert all(e.digest != _digest(SECRET) for e in manifest)
     # Naming the link itself as the source is refused too.
     with pytest.raises(CommandError):
         build_manifest(fs, {"x": "/t/evil"})
@@ -367,7 +367,7 @@ def test_without_manifest_digests_the_source_hashes_what_it_sends(fs: FileSystem
         source.read(0, 0, 4096)  # a resend changes nothing
         source.read(1, 8192, len(bodies[1]) - 8192)  # file 1 from a resume: only its tail is read
         assert source._digests.keys() == {0}
-        assert [source.digest(i) for i in range(3)] == [_sha(b) for b in bodies]
+        assert [source.digest(i) for i in range(3)] == [_digest(b) for b in bodies]
         path = root / "s" / sorted(p.name for p in (root / "s").iterdir())[2]
         os.utime(path, ns=(1, 1))
         source._digests.pop(2)
@@ -384,4 +384,4 @@ def test_large_files_are_hashed_on_the_worker_in_order(fs: FileSystemView, root:
     with FileSource(fs, manifest, manifest.sources, TRANSFER_FLAG_READ_WRITE) as source:
         for offset in range(0, len(body), 60_000):
             assert source.read(0, offset, min(60_000, len(body) - offset)) == body[offset : offset + 60_000]
-        assert source.digest(0) == _sha(body)
+        assert source.digest(0) == _digest(body)

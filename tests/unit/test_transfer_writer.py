@@ -7,7 +7,6 @@ never change.  The hostile-path tests run through openat2(2) and through fsview'
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from jettui.errors import CommandError
 from jettui.server import fsview
 from jettui.server.fsview import FileSystemView
 from jettui.transfer import faults
+from jettui.transfer.digest import digest_of, new_hasher
 from jettui.transfer.manifest import FileEntry
 from jettui.transfer.ranges import RangeSet
 from jettui.transfer.writer import SIDECAR_MAGIC, FileWriter, bytes_to_blocks, part_names
@@ -73,7 +73,7 @@ def fs(dst: Path) -> Iterator[FileSystemView]:
 
 
 def entry(path: str, data: bytes, mtime: int = MTIME, mode: int = 0o644) -> FileEntry:
-    return FileEntry(path, len(data), mtime, digest=hashlib.sha256(data).digest(), mode=mode)
+    return FileEntry(path, len(data), mtime, digest=digest_of(data), mode=mode)
 
 
 def writer(
@@ -308,7 +308,7 @@ def test_digest_mismatch_is_not_renamed_and_leaves_nothing_to_resume(fs: FileSys
     send(w, 0, data[:-1] + b"\0")  # one wrong byte
     w.checkpoint()
     ok, message = w.finish_file(0)
-    assert not ok and "SHA-256 differs" in message
+    assert not ok and "BLAKE3 digest differs" in message
     assert (dst / "in/f").read_bytes() == b"the old file"
     assert leftovers(dst / "in") == set()  # a retry starts clean, never from bad data
     w.close()
@@ -318,7 +318,7 @@ def test_missing_digest_fails_verification(fs: FileSystemView, dst: Path) -> Non
     w = writer(fs, [FileEntry("f", 5, MTIME)])
     w.plan()
     w.write(0, 0, memoryview(b"hello"))
-    assert w.finish_file(0) == (False, "/in/f failed verification (the manifest carries no SHA-256 digest for it); "
+    assert w.finish_file(0) == (False, "/in/f failed verification (the manifest carries no digest for it); "
                                 "the part-file was removed")  # fmt: skip
 
 
@@ -595,7 +595,7 @@ def _sparse_case(fs: FileSystemView, dst: Path, with_digest: bool) -> tuple[File
     if not with_digest:  # hashing 5 GiB of zeros takes seconds: only the slow test does
         the_entry = FileEntry("huge", size, MTIME, digest=b"\1" * 32)
         return writer(fs, [the_entry]), the_entry, blocks
-    digest = hashlib.sha256()
+    digest = new_hasher()
     zero = bytes(1 << 20)
     position = 0
     for b in sorted(blocks):  # the digest of the sparse content, computed independently
@@ -751,10 +751,11 @@ def test_hard_link_planted_at_the_part_name_is_not_truncated(fs: FileSystemView,
 
 _DISK_FULL_SCRIPT = textwrap.dedent(
     """
-    import hashlib, json, os, sys
+    import json, os, sys
     from jettui.errors import CommandError
     from jettui.server.fsview import FileSystemView
     from jettui.transfer.manifest import FileEntry
+    from jettui.transfer.digest import digest_of
     from jettui.transfer.writer import FileWriter
 
     root = sys.argv[1]
@@ -762,7 +763,7 @@ _DISK_FULL_SCRIPT = textwrap.dedent(
     with open(f"{root}/in/f", "wb") as handle:
         handle.write(b"old content" * 1000)
     data = os.urandom(4 << 20)
-    entry = FileEntry("f", len(data), 1, digest=hashlib.sha256(data).digest())
+    entry = FileEntry("f", len(data), 1, digest=digest_of(data))
     out = {}
     with FileSystemView({"": root}) as fs:
         w = FileWriter(fs, "/in", [entry], 4, 3, block_size=65536)
@@ -841,7 +842,7 @@ def test_finish_files_batches_mixed_outcomes_in_order(fs: FileSystemView, dst: P
     w.write(5, 0, memoryview(b"wrong"))
     results = w.finish_files([7, 6, 5, 4, 3, 2, 1, 0])
     assert results[0] == (True, "") and results[1] == (False, skip[6])
-    assert results[2][0] is False and "SHA-256 differs" in results[2][1]
+    assert results[2][0] is False and "BLAKE3 digest differs" in results[2][1]
     assert results[3:] == [(True, "")] * 5
     assert w.finish_files([0]) == [(False, "/in/g0 was already finished")]
     for i, d in enumerate(good):
@@ -910,7 +911,7 @@ def test_large_files_are_hashed_while_they_arrive(fs: FileSystemView, dst: Path)
     assert w.finish_file(0) == (True, "")
     ok, message = w.finish_file(1)
     w.close()
-    assert not ok and "SHA-256 differs" in message
+    assert not ok and "BLAKE3 digest differs" in message
     assert (dst / "in" / "big").read_bytes() == data
     assert not (dst / "in" / "bad").exists()
 
@@ -932,7 +933,7 @@ def test_small_whole_files_are_written_by_finish_not_by_write(fs: FileSystemView
     w2 = writer(fs, [entry("a/s", small), entry("a/t", other)])
     w2.plan()
     w2.write(1, 0, memoryview(other))
-    assert w2.finish_files([1], [hashlib.sha256(b"not it").digest()]) == [
-        (False, "/in/a/t failed verification (SHA-256 differs from the sender's); the part-file was removed")
+    assert w2.finish_files([1], [digest_of(b"not it")]) == [
+        (False, "/in/a/t failed verification (BLAKE3 digest differs from the sender's); the part-file was removed")
     ]
     assert sorted(p.name for p in (dst / "in" / "a").iterdir()) == ["s"]
