@@ -17,7 +17,7 @@ import pytest
 from jettui.api import APIInterface, connect
 from jettui.constants import OVERWRITE_VERSIONED
 from jettui.transfer.faults import FAULT_POINTS
-from tests.helpers import ServerThread, free_port, running_server
+from tests.helpers import ServerThread, running_server
 from tests.integration.test_transfers import wait
 
 
@@ -33,10 +33,10 @@ class Daemon:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, recv_port: int = 0) -> Daemon:
-        self.api_port = free_port()
-        self.recv_port = recv_port or free_port()
-        cmd = [sys.executable, "-m", "jettui", "server", "--api-port", str(self.api_port), "--recv-host", "127.0.0.1",
-               "--recv-port", str(self.recv_port), "--persistent-state-dir", str(self.state), *self.extra]  # fmt: skip
+        # Port 0 and the ports the daemon prints: a TCP probe cannot see a UDP socket already
+        # on a number (the in-process receiver's, say).  A restart asks for its old UDP port.
+        cmd = [sys.executable, "-m", "jettui", "server", "--api-port", "0", "--recv-host", "127.0.0.1",
+               "--recv-port", str(recv_port), "--persistent-state-dir", str(self.state), *self.extra]  # fmt: skip
         self.proc = subprocess.Popen(
             [*self.wrap, *cmd],
             stdout=subprocess.PIPE,
@@ -46,9 +46,10 @@ class Daemon:
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        match = re.search(r"SHA-256 ([0-9a-f]{64})", line)
+        match = re.search(r"API \S+:(\d+) .*data UDP (\d+), certificate SHA-256 ([0-9a-f]{64})", line)
         assert match, (line, self.proc.stderr.read() if self.proc.poll() is not None else "")  # type: ignore[union-attr]
-        self.fingerprint = match.group(1)
+        self.api_port, self.recv_port = int(match.group(1)), int(match.group(2))
+        self.fingerprint = match.group(3)
         return self
 
     def api(self) -> APIInterface:
