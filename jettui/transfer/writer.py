@@ -206,12 +206,12 @@ class _File:
 
     @property
     def ckpt(self) -> str:
-        """Sidecar name in the directory the sidecar lives in."""
-        return self.part + ".ckpt"
+        """Sidecar name in the directory the sidecar lives in ("" for a directory entry)."""
+        return self.part + ".ckpt" if self.part else ""
 
     @property
     def bak(self) -> str:
-        return self.part[: -len(PARTFILE_SUFFIX)] + BACKUP_SUFFIX
+        return self.part[: -len(PARTFILE_SUFFIX)] + BACKUP_SUFFIX if self.part else ""
 
     @property
     def data_name(self) -> str:

@@ -574,6 +574,16 @@ def test_long_names_get_shortened_part_names(fs: FileSystemView, dst: Path) -> N
     assert all(len(n.encode()) <= 255 for n in (part, ckpt + ".tmp", bak))
     assert part.endswith(".jetpart") and ckpt == part + ".ckpt" and bak.endswith(".jetbak")
     assert part_names("x") == ("x.jetpart", "x.jetpart.ckpt", "x.jetbak")
+    # Around the limit, with 1- to 4-byte characters (the short path skips the encoding).
+    for char in ("a", "é", "日", "\U0001f600"):
+        for count in range(50, 256):
+            long_name = char * count
+            if len(long_name.encode()) > 255:
+                break
+            shortened = part_names(long_name)
+            assert all(len(n.encode()) <= 255 for n in (shortened[0], shortened[1] + ".tmp", shortened[2]))
+            fits = len(long_name.encode()) + len(".jetpart.ckpt.tmp") <= 255
+            assert (shortened[0] == long_name + ".jetpart") == fits
     data = os.urandom(3 * BS)
     (dst / "in" / name).write_bytes(b"old")
     w = writer(fs, [entry(name, data)], OVERWRITE_VERSIONED)
