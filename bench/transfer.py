@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ except ModuleNotFoundError:  # imported as the bench package
     from bench import peers
 
 CIPHERS = {name: value for value, name in CIPHER_NAMES.items()}
+END_STATUSES = ("complete", "error", "cancelled")
 
 
 def free_port() -> int:
@@ -74,30 +76,55 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class TransferEnds:
+    """The ends of transfers as the sending server announces them ("transfers" notifications).
+
+    A wait ends when the server's notification arrives, as rsync's time ends when it exits:
+    no poll interval added to the figure, and no poll requests for the sending server's loop
+    to answer beside the data (at a 10 ms poll they took ~25 % of that loop, py-spy)."""
+
+    def __init__(self, api: APIInterface) -> None:
+        self._api = api
+        self._ended: dict[object, dict] = {}
+        self._changed = threading.Condition()
+        api.add_notification_handler(self._on_notification)
+        api.server.subscribe(["transfers"])
+
+    def _on_notification(self, method: str, params: dict) -> None:
+        if method == "transfers.progress" and params.get("status") in END_STATUSES:
+            with self._changed:
+                self._ended[params.get("transferId")] = params
+                self._changed.notify_all()
+
+    def wait(self, transfer_id: object) -> None:
+        while True:
+            with self._changed:
+                if self._changed.wait_for(lambda: transfer_id in self._ended, timeout=1.0):
+                    del self._ended[transfer_id]
+                    return
+            # A second without news: ask (a lost connection would otherwise hang the bench).
+            if self._api.send.getTransfer(transfer_id)["status"] in END_STATUSES:
+                return
+
+
 def jettui_copy(
     api: APIInterface,
+    ends: TransferEnds,
     recv_port: int,
     token: str,
     src: Path,
     dest_dir: str,
     cipher: int,
     rate_kbit: int | None = None,
-    poll: float = 0.05,
 ) -> tuple[float, dict]:
     """Seconds from the manifest's creation to the transfer's completion, and the final Transfer."""
     dest = api.send.createDestination("127.0.0.1", recv_port, token=token, sendRateMax=rate_kbit)
     start = time.perf_counter()
     manifest = api.send.waitForManifest(api.send.createManifest({f"/{src.name}": str(src)}))
     t = api.send.createTransfer(dest, manifest, destinationPath=dest_dir, minCipher=cipher)
-    while True:
-        t = api.send.getTransfer(t)
-        if t["status"] in ("complete", "error", "cancelled"):
-            break
-        # Each poll is a TLS request the sending server answers on the loop that also paces
-        # the data: at 10 ms the API replies took ~25 % of the sender's loop (py-spy) in
-        # the 1 GiB run; the tree's run is short enough that 50 ms would be 10 % of it.
-        time.sleep(poll)
+    ends.wait(t["transferId"])
     elapsed = time.perf_counter() - start
+    t = api.send.getTransfer(t)
     if t["status"] != "complete":
         raise RuntimeError(f"transfer {t['status']}: {t['errorMessage']}")
     return elapsed, t
@@ -179,10 +206,11 @@ def main() -> None:
                 token = rx_api.server.createAPIToken(description="loopback bench")["token"]
             with connect("127.0.0.1", api_port, fingerprint=tx_fp) as api:
                 api.server.auth("tx", "bench")
+                ends = TransferEnds(api)
                 for name in args.ciphers.split(","):
                     out = f"{dst}/jettui-{name}"
                     cpu = cpu_seconds(tx.pid), cpu_seconds(rx.pid)
-                    elapsed, t = jettui_copy(api, rx_recv, token, big, out, CIPHERS[name], rate_kbit)
+                    elapsed, t = jettui_copy(api, ends, rx_recv, token, big, out, CIPHERS[name], rate_kbit)
                     tx_cpu, rx_cpu = cpu_seconds(tx.pid) - cpu[0], cpu_seconds(rx.pid) - cpu[1]
                     print(
                         f"jettui {name:<14} 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)"
@@ -194,7 +222,7 @@ def main() -> None:
                     notes: list[str] = []
 
                     def copy(out: str, cipher: int = CIPHERS[name], notes: list[str] = notes) -> float:
-                        elapsed, t = jettui_copy(api, rx_recv, token, src / "tree", out, cipher, rate_kbit, poll=0.01)
+                        elapsed, t = jettui_copy(api, ends, rx_recv, token, src / "tree", out, cipher, rate_kbit)
                         notes.append(resent(t))
                         return elapsed
 

@@ -237,6 +237,11 @@ def test_conflicting_destinations_are_refused(fs: FileSystemView, root: Path) ->
         build_manifest(fs, {"x/f": "/f", "x": "/d"})
     with pytest.raises(CommandError, match="is a file but"):
         build_manifest(fs, {"x": "/f", "x/y": "/f"})
+    # The file comes after a tree that already had its parents checked (x/d, x): still seen.
+    with pytest.raises(CommandError, match="'x/d' is a file but 'x/d/g' needs it"):
+        build_manifest(fs, {"x/e": "/d", "x/d": "/f", "x/d/g": "/f"})
+    with pytest.raises(CommandError, match="'x/d/g' is a file but 'x/d/g/h' needs it"):
+        build_manifest(fs, {"x/e": "/d", "x/d/e": "/d", "x/d/g/h": "/f", "x/d/g": "/f"})
 
 
 def test_special_files_and_non_utf8_names(fs: FileSystemView, root: Path) -> None:
@@ -355,6 +360,26 @@ def test_source_changed_at_the_last_block_is_detected(fs: FileSystemView, root: 
         handle.write(b"grown")
     with pytest.raises(SourceChanged, match="size"):
         source.read(0, 4096, 10_000 - 4096)  # reaching the end re-checks
+
+
+def test_a_file_read_whole_is_hashed_checked_and_closed(fs: FileSystemView, root: Path) -> None:
+    bodies = _tree(root, 3, 4096)
+    manifest = build_manifest(fs, {"o": "/s"}, digests=False)
+    before = _open_fds()
+    with FileSource(fs, manifest, manifest.sources, TRANSFER_FLAG_READ_WRITE) as source:
+        assert source.read(0, 0, 4096) == bodies[0]
+        assert _open_fds() - before <= 1  # the directory's descriptor only: the file is closed
+        assert source.digest(0) == _digest(bodies[0]) and source.bytes_read == 4096
+        assert source.read(0, 0, 4096) == bodies[0]  # a resend reads it again
+        # Grown or shrunk with the manifest's mtime put back.
+        for index, delta in ((1, 1), (2, -1)):
+            path = root / "s" / f"f{index:02d}"
+            size = manifest[index].size
+            os.truncate(path, size + delta)
+            os.utime(path, ns=(1, manifest[index].mtime_ns))
+            with pytest.raises(SourceChanged, match=f"size {size + delta}, manifest {size}"):
+                source.read(index, 0, size)
+    assert _open_fds() == before
 
 
 def test_without_manifest_digests_the_source_hashes_what_it_sends(fs: FileSystemView, root: Path) -> None:
