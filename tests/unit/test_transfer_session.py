@@ -218,6 +218,40 @@ def test_small_files_digests_come_with_their_data_even_before_the_accept():
     assert sim.sender.stats.blocks_retransmitted == 0
 
 
+@pytest.mark.parametrize("limit", [None, 100_000])
+def test_accepted_early_data_is_replayed_in_slices_in_order(monkeypatch, limit):
+    """The accept processes one slice of the held data and the timer the rest, so the
+    driver runs (and finishes files) in between.  Data arriving meanwhile waits behind the
+    backlog: nothing is taken for lost, so the only resends are the early datagrams the
+    receiver had no room for (limit 100,000 B), each once."""
+    monkeypatch.setattr(receiver_module, "REPLAY_SLICE", 10_000)
+    contents = payloads(38, *([3000] * 80))
+    receiver_config = TransferConfig() if limit is None else TransferConfig(early_data_limit=limit)
+    sim = build(contents, entries=without_digests(contents), receiver_config=receiver_config)
+    sim.accept = False
+    sim.run(1)
+    assert sim.receiver.state is ReceiverState.AWAIT_ACCEPT
+    assert sim.sender.stats.blocks_sent == sim.sender.total_blocks  # all of it, early
+    dropped = sim.receiver.drops.unexpected
+    assert (dropped > 0) == (limit is not None)
+    sim.sink.open(sim.receiver.files)
+    sim.receiver.accept()
+    assert 0 < sim.receiver.stats.block_bytes_received < 10_000 + 1400  # one slice
+    assert sim.receiver.stats.blocks_received < sim.sender.total_blocks // 4
+    assert sim.receiver.get_timer() <= sim.now  # the rest at once, from the timer
+    # A datagram arriving now (here: the last held one, handed in again) waits its turn.
+    payload, pn, _ = sim.receiver._backlog.pop()
+    before = sim.receiver.stats.block_bytes_received
+    sim.receiver._on_data(payload, pn, sim.now)
+    assert sim.receiver.stats.block_bytes_received == before
+    assert sim.receiver._backlog[-1][1] == pn
+    sim.accept = True
+    sim.run(30)
+    assert_delivered(sim, contents)
+    assert sim.sender.stats.blocks_retransmitted == dropped
+    assert sim.receiver.stats.blocks_duplicate == 0
+
+
 def test_a_fresh_session_says_eof_once_per_small_file():
     """The early eof carried the digest and the receiver has every block it acknowledged:
     no second eof per file after its ACKs (control traffic is what a lossy path stalls on)."""
