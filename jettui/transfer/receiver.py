@@ -149,6 +149,7 @@ class Receiver(SessionBase):
         self._early: list[tuple[bytes, int, float]] = []
         # Accepted early data still to process, and what arrived behind it (see _replay_backlog).
         self._backlog: deque[tuple[bytes, int, float]] = deque()
+        self._eof_behind: list[int] = []  # files whose eof came while the backlog was not empty
         self._early_bytes = 0
         self._early_budget = early_budget
         self._sink = sink
@@ -479,6 +480,18 @@ class Receiver(SessionBase):
             self._process_data(payload, pn, arrived)
         if self._state is not ReceiverState.RECEIVING:
             backlog.clear()  # a write failed: nothing more is written
+            self._eof_behind = []
+        elif not backlog and self._eof_behind:
+            # Control messages are not queued: an eof that came while its file's blocks
+            # waited here is answered now, or it would ask for blocks already on the way.
+            for index in self._eof_behind:
+                if self._active[index]:
+                    self._send_missing(index)
+            self._eof_behind = []
+
+    def _send_missing(self, index: int) -> None:
+        missing = RangeSet(self._received[index].missing(0, self._nblocks[index]))
+        self._control.send({"type": "missing", "file": index, "ranges": missing.to_bytes()})
 
     def _release_early(self) -> None:
         self._early = []
@@ -550,9 +563,12 @@ class Receiver(SessionBase):
                 if digest:
                     self._digests[index] = digest
                 if self._active[index]:
-                    if not early:
-                        missing = RangeSet(self._received[index].missing(0, self._nblocks[index]))
-                        self._control.send({"type": "missing", "file": index, "ranges": missing.to_bytes()})
+                    if early:
+                        pass
+                    elif self._backlog:
+                        self._eof_behind.append(index)  # its blocks may wait in the backlog
+                    else:
+                        self._send_missing(index)
                 elif self._awaiting_digest[index]:
                     self._awaiting_digest[index] = 0
                     self._events.append(FileReceived(index, self._digests[index]))

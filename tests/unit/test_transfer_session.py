@@ -30,7 +30,7 @@ from jettui.transfer import (
 )
 from jettui.transfer import receiver as receiver_module
 from jettui.transfer.digest import digest_of
-from jettui.transfer.packet import TAG_SIZE, block_overhead, decode_packet, encode_data, encode_parity
+from jettui.transfer.packet import TAG_SIZE, block_overhead, decode_data, decode_packet, encode_data, encode_parity
 from jettui.transfer.receiver import EarlyDataBudget
 from jettui.transfer.simulation import Link, MemorySink, MemorySource, build, make_entries
 
@@ -218,12 +218,20 @@ def test_small_files_digests_come_with_their_data_even_before_the_accept():
     assert sim.sender.stats.blocks_retransmitted == 0
 
 
+def _blocks_of(held):
+    """(pn, arrival, block, file) of each block in held (payload, pn, arrival) datagrams."""
+    for payload, pn, arrived in held:
+        for file, block, _ in decode_data(payload)[1]:
+            yield pn, arrived, block, file
+
+
 @pytest.mark.parametrize("limit", [None, 100_000])
 def test_accepted_early_data_is_replayed_in_slices_in_order(monkeypatch, limit):
     """The accept processes one slice of the held data and the timer the rest, so the
     driver runs (and finishes files) in between.  Data arriving meanwhile waits behind the
     backlog: nothing is taken for lost, so the only resends are the early datagrams the
-    receiver had no room for (limit 100,000 B), each once."""
+    receiver had no room for (limit 100,000 B), each once.  Control messages are not
+    queued, so an eof for a file whose blocks wait is answered once they are in."""
     monkeypatch.setattr(receiver_module, "REPLAY_SLICE", 10_000)
     contents = payloads(38, *([3000] * 80))
     receiver_config = TransferConfig() if limit is None else TransferConfig(early_data_limit=limit)
@@ -245,11 +253,18 @@ def test_accepted_early_data_is_replayed_in_slices_in_order(monkeypatch, limit):
     sim.receiver._on_data(payload, pn, sim.now)
     assert sim.receiver.stats.block_bytes_received == before
     assert sim.receiver._backlog[-1][1] == pn
+    # So does what an eof would ask for a file whose blocks wait there: nothing is missing.
+    assert any(file == 20 for _, _, _, file in _blocks_of(sim.receiver._backlog))  # held, not yet in
+    asked: list[int] = []
+    send = sim.receiver._control.send
+    sim.receiver._control.send = lambda m: (asked.append(m["file"]) if m["type"] == "missing" else None, send(m))
+    sim.receiver._on_control({"type": "eof", "files": [20], "digests": [b""]}, sim.now)
     sim.accept = True
     sim.run(30)
     assert_delivered(sim, contents)
     assert sim.sender.stats.blocks_retransmitted == dropped
     assert sim.receiver.stats.blocks_duplicate == 0
+    assert 20 not in asked
 
 
 def test_a_fresh_session_says_eof_once_per_small_file():
