@@ -150,6 +150,7 @@ class Receiver(SessionBase):
         # Accepted early data still to process, and what arrived behind it (see _replay_backlog).
         self._backlog: deque[tuple[bytes, int, float]] = deque()
         self._eof_behind: list[int] = []  # files whose eof came while the backlog was not empty
+        self._ping_behind: tuple[float, int, float] | None = None  # a PING's (echo, largest pn, arrival) likewise
         self._early_bytes = 0
         self._early_budget = early_budget
         self._sink = sink
@@ -481,13 +482,18 @@ class Receiver(SessionBase):
         if self._state is not ReceiverState.RECEIVING:
             backlog.clear()  # a write failed: nothing more is written
             self._eof_behind = []
-        elif not backlog and self._eof_behind:
-            # Control messages are not queued: an eof that came while its file's blocks
-            # waited here is answered now, or it would ask for blocks already on the way.
+            self._ping_behind = None
+        elif not backlog:
+            # Control messages and PINGs are not queued: one that came while data waited
+            # here is answered now, or an eof would ask for blocks already on the way and a
+            # PING's echo would have the sender take the waiting datagrams for lost.
             for index in self._eof_behind:
                 if self._active[index]:
                     self._send_missing(index)
             self._eof_behind = []
+            if self._ping_behind is not None:
+                self._echo_ping(*self._ping_behind)
+                self._ping_behind = None
 
     def _send_missing(self, index: int) -> None:
         missing = RangeSet(self._received[index].missing(0, self._nblocks[index]))
@@ -608,9 +614,17 @@ class Receiver(SessionBase):
             self._awaiting_digest[index] = 1  # the sender's eof brings it
 
     def _on_ping(self, now: float) -> None:
-        echo = self._pongs[-1][0]
-        if self._largest_pn > self._echo_pn:
-            self._echo_pn = self._largest_pn
+        if self._backlog or self._early:
+            # Its echo would tell the sender that every datagram before it is in or lost,
+            # while some are held (early data, then the backlog): it counts once they are
+            # processed (the sender's tail probes come while its early data is held).
+            self._ping_behind = (self._pongs[-1][0], self._largest_pn, now)
+            return
+        self._echo_ping(self._pongs[-1][0], self._largest_pn, now)
+
+    def _echo_ping(self, echo: float, largest_pn: int, now: float) -> None:
+        if largest_pn > self._echo_pn:
+            self._echo_pn = largest_pn
             self._echo_time = echo
             self._echo_recv = now
         if self._state is ReceiverState.RECEIVING:

@@ -231,7 +231,9 @@ def test_accepted_early_data_is_replayed_in_slices_in_order(monkeypatch, limit):
     driver runs (and finishes files) in between.  Data arriving meanwhile waits behind the
     backlog: nothing is taken for lost, so the only resends are the early datagrams the
     receiver had no room for (limit 100,000 B), each once.  Control messages are not
-    queued, so an eof for a file whose blocks wait is answered once they are in."""
+    queued, so an eof for a file whose blocks wait is answered once they are in, and a
+    PING's echo (which makes the sender take every older datagram not acknowledged for
+    lost) counts once the data ahead of it is processed."""
     monkeypatch.setattr(receiver_module, "REPLAY_SLICE", 10_000)
     contents = payloads(38, *([3000] * 80))
     receiver_config = TransferConfig() if limit is None else TransferConfig(early_data_limit=limit)
@@ -247,6 +249,8 @@ def test_accepted_early_data_is_replayed_in_slices_in_order(monkeypatch, limit):
     assert 0 < sim.receiver.stats.block_bytes_received < 10_000 + 1400  # one slice
     assert sim.receiver.stats.blocks_received < sim.sender.total_blocks // 4
     assert sim.receiver.get_timer() <= sim.now  # the rest at once, from the timer
+    # The sender's tail PINGs came while its data was held: their echo is not counted yet.
+    assert sim.receiver._echo_pn < sim.receiver._largest_pn
     # A datagram arriving now (here: the last held one, handed in again) waits its turn.
     payload, pn, _ = sim.receiver._backlog.pop()
     before = sim.receiver.stats.block_bytes_received
@@ -259,6 +263,11 @@ def test_accepted_early_data_is_replayed_in_slices_in_order(monkeypatch, limit):
     send = sim.receiver._control.send
     sim.receiver._control.send = lambda m: (asked.append(m["file"]) if m["type"] == "missing" else None, send(m))
     sim.receiver._on_control({"type": "eof", "files": [20], "digests": [b""]}, sim.now)
+    # And a PING (the sender's tail probe): its echo waits for the data ahead of it.
+    echo = sim.receiver._echo_time
+    sim.receiver._pongs.append((sim.now, sim.now))
+    sim.receiver._on_ping(sim.now)
+    assert sim.receiver._echo_time == echo < sim.now
     sim.accept = True
     sim.run(30)
     assert_delivered(sim, contents)
