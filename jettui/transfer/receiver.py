@@ -466,15 +466,15 @@ class Receiver(SessionBase):
             return
         super()._fail(message, remote, notify)
 
-    def _replay_backlog(self) -> None:
-        """Process held datagrams, up to REPLAY_SLICE bytes per call (the accept, then the
-        timer): between slices the driver runs, so the files the first slices completed are
+    def _replay_backlog(self, budget: int = 0) -> None:
+        """Process held datagrams, up to ``budget`` bytes (REPLAY_SLICE from the accept and
+        the timer): between slices the driver runs, so the files the first slices completed are
         being finished while the rest is replayed (32 MiB of early data in one go held the
         loop ~35 ms with nothing finished).  What arrives meanwhile queues behind it: in
         order, no ACK reports a later datagram ahead of an earlier one, which the sender
         would take for lost and send again."""
         backlog = self._backlog
-        budget = REPLAY_SLICE
+        budget = budget or REPLAY_SLICE
         while backlog and budget > 0 and self._state is ReceiverState.RECEIVING:
             payload, pn, arrived = backlog.popleft()
             budget -= len(payload)
@@ -692,6 +692,10 @@ class Receiver(SessionBase):
             return
         if self._backlog:
             self._backlog.append((bytes(payload), pn, now))
+            # Twice its size processed from the front: the backlog shrinks with every
+            # arrival, so it stays within what was held even when the data comes faster
+            # than it is written (the socket buffer, not memory, takes the excess again).
+            self._replay_backlog(2 * len(payload))
             return
         self._process_data(payload, pn, now)
 
