@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import getpass
 import hmac
 import ipaddress
@@ -126,6 +127,14 @@ class Server:
         self._gc_task = asyncio.create_task(self._gc_loop(), name="jettui-gc")
         self.events.emit("serverStarted", serverId=self.server_id, trigger="launch", trigger_args=[str(self.api_port)])
         log.info("jettui server %s listening on %s:%d", self.server_name, self.config.api_host, self.api_port)
+
+    def transfer_ended(self) -> None:
+        """Run Python's cyclic GC now if no transfer is left either way.  The objects of a
+        10,000-file transfer (entries, block ranges) filled most of generation 0's 200,000
+        (cli.GC_THRESHOLDS), so the next transfer paid a ~35 ms collection on the sender
+        in every second run (traced); collected while nothing runs, nobody waits for it."""
+        if not self.sending.running and not self.receiving.active:
+            asyncio.get_running_loop().call_soon(gc.collect, 1)
 
     async def stop(self) -> None:
         if self._stopping:

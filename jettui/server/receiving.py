@@ -410,6 +410,7 @@ class RecvManager:
             for key in list(self.records)[: len(self.records) - KEEP_ENDED]:
                 if self.records[key]["status"] != RECV_STATUS_RECEIVING:
                     del self.records[key]
+        self.server.transfer_ended()
 
     def _save(self, reception: Reception) -> None:
         if not reception.key:

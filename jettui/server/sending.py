@@ -763,6 +763,7 @@ class SendManager:
             self.running.pop(tid, None)
             self.rebalance()
             self._wakeup.set()
+            self.server.transfer_ended()
 
     async def _run_session(self, t: dict[str, Any], run: Running) -> None:
         tid = t["transferId"]

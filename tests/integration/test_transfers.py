@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from jettui.constants import (
     TRANSFER_FLAG_WRITE_MTIME,
     TRANSFER_FLAG_WRITE_ONLY_NEWER,
 )
+from jettui.server import core as server_core
 from tests.helpers import ServerThread, running_server
 
 
@@ -93,6 +95,29 @@ def test_one_file(pair) -> None:
         received = rx.recv.getTransfersAsync()
         transfers = rx.server.getRequestResult(received)["transfers"]
         assert transfers[-1]["status"] == "complete" and transfers[-1]["totalSize"] == len(data)
+
+
+def test_python_gc_runs_once_no_transfer_is_left(pair, monkeypatch) -> None:
+    """Each server collects when its last transfer ends, not in the middle of the next one."""
+    a, b, src, dst = pair
+    calls: list[tuple[int, bool, bool]] = []
+
+    def idle(s: ServerThread) -> bool:
+        return not s.server.sending.running and not s.server.receiving.active
+
+    def collect(generation: int = 2) -> int:
+        calls.append((generation, idle(a), idle(b)))
+        return 0
+
+    monkeypatch.setattr(server_core, "gc", types.SimpleNamespace(collect=collect))
+    (src / "f.bin").write_bytes(os.urandom(100_000))
+    with sender_api(a) as api:
+        assert transfer(api, b, {"/f.bin": str(src / "f.bin")})["status"] == "complete"
+    deadline = time.monotonic() + 15
+    while len(calls) < 2 and time.monotonic() < deadline:  # the receiver's ends after its drain
+        time.sleep(0.05)
+    # The sender's, as its transfer ends; the receiver's once its session has drained.
+    assert len(calls) == 2 and calls[0][:2] == (1, True) and calls[1] == (1, True, True), calls
 
 
 def test_tree_of_small_files_and_empty_dirs(pair) -> None:
