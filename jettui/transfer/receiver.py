@@ -569,11 +569,9 @@ class Receiver(SessionBase):
                 if digest:
                     self._digests[index] = digest
                 if self._active[index]:
-                    if early:
-                        pass
-                    elif self._backlog:
+                    if not early and self._backlog:
                         self._eof_behind.append(index)  # its blocks may wait in the backlog
-                    else:
+                    elif not early:
                         self._send_missing(index)
                 elif self._awaiting_digest[index]:
                     self._awaiting_digest[index] = 0

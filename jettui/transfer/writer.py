@@ -106,7 +106,7 @@ from ..server import fsview
 from ..server.fsview import FileSystemView
 from ..server.sandbox import MAX_NAME_BYTES
 from . import faults
-from .digest import DIGEST_NAME, FileHasher, digest_of, new_hasher
+from .digest import DIGEST_NAME, DIGEST_SIZE, FileHasher, digest_of, new_hasher
 from .faults import fault_point
 from .manifest import FileEntry, block_count
 from .ranges import RangeSet
@@ -676,22 +676,17 @@ class FileWriter:
             raise CommandError(f"no data was expected for {f.display} ({f.mode.value})")
         if self._block_size is None and end < size and n:
             self._block_size = n  # only the last block of a file is shorter than the others
-        digest = b""
-        if n == size <= SMALL_FILE and f.fresh and f.stash is None and self._flags & TRANSFER_FLAG_READ:
-            # A file held whole (below) is hashed here, on the receiving loop, outside the
-            # lock: that loop has time to spare while the finishing thread (create, write,
-            # rename per file) bounds a tree of small files (4 KiB: 2.4 us of its ~25).
-            digest = digest_of(data)
+        # A small fresh file comes whole in one block: it is held in memory (below).  plan()
+        # set its mode and freshness, and only this thread stashes, so this holds under the lock.
+        held = n == size <= SMALL_FILE and f.mode is _Mode.PART and f.fresh and f.stash is None
+        # Hashed here, on the receiving loop, outside the lock: that loop has time to spare
+        # while the finishing thread (create, write, rename per file) bounds a tree of small
+        # files (4 KiB: 2.4 us of its ~25).
+        digest = digest_of(data) if held and self._flags & TRANSFER_FLAG_READ else b""
         with self._lock:
             if f.state is not _State.OPEN or self._closed:
                 raise CommandError(f"{f.display} is no longer open for writing")
-            if (
-                n == size <= SMALL_FILE
-                and f.mode is _Mode.PART
-                and f.fresh
-                and f.stash is None
-                and self._stashed + n <= MAX_STASHED
-            ):
+            if held and self._stashed + n <= MAX_STASHED:
                 # Not yet on disk and not in ``have``: a checkpoint claims nothing of it,
                 # and an abort leaves nothing of it (the sender sends it again).
                 f.stash = bytes(data)
@@ -1257,7 +1252,7 @@ class FileWriter:
         would fill page cache with zeros for them, which for a sparse multi-GiB file costs
         more than the hash itself."""
         zeros = not self._flags & TRANSFER_FLAG_READ
-        if not zeros and len(expected) != 32:
+        if not zeros and len(expected) != DIGEST_SIZE:
             return False, "the manifest carries no digest for it"
         if digest is None or zeros:
             digest, hashed = new_hasher(), 0
@@ -1295,7 +1290,7 @@ class FileWriter:
             if data.count(0) != len(data):
                 return False, "expected zeros: the sender did not read its files"
             return True, ""
-        if len(expected) != 32:
+        if len(expected) != DIGEST_SIZE:
             return False, "the manifest carries no digest for it"
         if (digest or digest_of(data)) != expected:
             return False, f"{DIGEST_NAME} digest differs from the sender's"
