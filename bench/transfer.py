@@ -9,8 +9,10 @@ rsync runs three ways: as a local copy (sender and receiver processes joined by 
 network, no encryption), to an rsync daemon on 127.0.0.1 (between servers over TCP, no
 encryption: beside jettui's NONE tree run) and over ssh to an sshd on 127.0.0.1 (between
 servers, encrypted: beside the ENCRYPTED_256 tree run).  Times include the connection:
-jettui's manifest and handshake, ssh's key exchange.  Tree figures are the median of
-``--tree-runs`` runs (range in brackets): on this VM one run varies by +-15 %.
+jettui's manifest and handshake, ssh's key exchange.  The tree is copied in ``--tree-runs``
+rounds of every tool once (see tree_rounds): each tool's figure is its median (range in
+brackets), and jettui's ratio to each rsync is taken per round, as this VM's speed drifts by
++-15 % over minutes.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ def main() -> None:
     p.add_argument("--mib", type=int, default=1024, help="size of the big file in MiB (default 1024)")
     p.add_argument("--files", type=int, default=10_000, help="number of 4 KiB files (default 10,000)")
     p.add_argument("--ciphers", default="NONE,UNENCRYPTED,ENCRYPTED_128,ENCRYPTED_256")
-    p.add_argument("--tree-runs", type=int, default=3, help="runs of each tree copy (median printed)")
+    p.add_argument("--tree-runs", type=int, default=3, help="rounds of tree copies, every tool once a round")
     p.add_argument(
         "--rate-mbit",
         type=float,
@@ -224,50 +226,85 @@ def main() -> None:
                         f"; {resent(t)}"
                     )
                     shutil.rmtree(out, ignore_errors=True)
+                tree = src / "tree"
+                copies: dict[str, Callable[[str], float]] = {}
+                notes: dict[str, list[str]] = {}
                 for name in ("NONE", "ENCRYPTED_256"):
-                    notes: list[str] = []
+                    seen = notes[f"jettui {name}"] = []
 
-                    def copy(out: str, cipher: int = CIPHERS[name], notes: list[str] = notes) -> float:
-                        elapsed, t = jettui_copy(api, ends, rx_recv, token, src / "tree", out, cipher, rate_kbit)
-                        notes.append(resent(t))
+                    def copy(out: str, cipher: int = CIPHERS[name], seen: list[str] = seen) -> float:
+                        elapsed, t = jettui_copy(api, ends, rx_recv, token, tree, out, cipher, rate_kbit)
+                        seen.append(resent(t))
                         return elapsed
 
-                    print(f"jettui {name:<14} tree   : {tree_runs(args, copy, dst)}; {', '.join(notes)}")
+                    copies[f"jettui {name}"] = copy
+                copies["cp"] = lambda out: timed(["cp", "-r", str(tree), out])
+                if shutil.which("rsync"):
+                    copies["rsync (local copy)"] = lambda out: timed(["rsync", "-a", f"{tree}/", out])
+                    copies["rsync daemon (TCP)"] = lambda out: rsync_daemon(tree, Path(out))
+                    if all(shutil.which(tool) for tool in ("ssh", "ssh-keygen", "/usr/sbin/sshd")):
+                        copies["rsync over ssh"] = lambda out: rsync_over_ssh(tree, Path(out))
+                times = tree_rounds(args, copies, dst)
         finally:
             stop(tx)
             stop(rx)
         pre_touch(tmp, touch)
         elapsed = timed(["cp", str(big), str(dst / "cp.bin")])
         print(f"cp                    1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
-        tree = src / "tree"
-        print(f"cp                    tree   : {tree_runs(args, lambda out: timed(['cp', '-r', str(tree), out]), dst)}")
-        if not shutil.which("rsync"):
-            print("rsync not installed (apt-get install rsync) - skipped")
-            return
-        pre_touch(tmp, touch)
-        elapsed = timed(["rsync", "-a", "--whole-file", str(big), str(dst / "rsync.bin")])
-        print(f"rsync                 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
-        local = tree_runs(args, lambda out: timed(["rsync", "-a", f"{tree}/", out]), dst)
-        print(f"rsync (local copy)    tree   : {local}")
-        print(f"rsync daemon (TCP)    tree   : {tree_runs(args, lambda out: rsync_daemon(tree, Path(out)), dst)}")
-        if all(shutil.which(tool) for tool in ("ssh", "ssh-keygen", "/usr/sbin/sshd")):
-            print(f"rsync over ssh        tree   : {tree_runs(args, lambda out: rsync_over_ssh(tree, Path(out)), dst)}")
+        if shutil.which("rsync"):
+            pre_touch(tmp, touch)
+            elapsed = timed(["rsync", "-a", "--whole-file", str(big), str(dst / "rsync.bin")])
+            print(f"rsync                 1 file : {size / elapsed / 1e6:8.1f} MB/s ({elapsed:.2f} s)")
         else:
+            print("rsync not installed (apt-get install rsync) - skipped")
+        if "rsync over ssh" not in copies:
             print("rsync over ssh: ssh or sshd missing (apt-get install openssh-server) - skipped")
+        print(f"tree of {args.files:,} x 4 KiB files, {args.tree_runs} rounds (every tool once a round):")
+        for name, taken in times.items():
+            extra = f"; {', '.join(sorted(set(notes[name])))}" if name in notes else ""  # each different one
+            print(f"{name:<22}tree   : {rates(args.files, taken)}{extra}")
+        for ours, peer in (
+            ("jettui NONE", "rsync (local copy)"),
+            ("jettui NONE", "rsync daemon (TCP)"),
+            ("jettui ENCRYPTED_256", "rsync over ssh"),
+        ):
+            if peer in times:
+                print(f"{ours} / {peer}, same round: {ratios(times[peer], times[ours])}")
 
 
-def tree_runs(args: argparse.Namespace, copy: Callable[[str], float], dst: Path) -> str:
-    """``copy(destination)`` ``--tree-runs`` times, each into a fresh directory removed after:
-    the median files/s, with the range."""
-    times = []
+def tree_rounds(
+    args: argparse.Namespace, copies: dict[str, Callable[[str], float]], dst: Path
+) -> dict[str, list[float]]:
+    """Seconds of each ``copy(destination)``, ``--tree-runs`` rounds of every tool once.
+
+    The copies of one round are minutes apart at most, not the whole run: this VM's speed
+    drifts by +-15 % over minutes (shared host, free page reporting), so a ratio taken
+    within a round compares like with like.  Each round starts one tool further on, so no
+    tool always runs first (on pages freed by nobody) or right after another's cleanup."""
+    names = list(copies)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for run in range(args.tree_runs):
-        out = dst / f"tree-{run}"
-        pre_touch(dst, args.files * 4096 * 2)
-        times.append(copy(str(out)))
-        shutil.rmtree(out, ignore_errors=True)
-    rates = sorted(args.files / t for t in times)
+        shift = run % len(names)
+        for name in names[shift:] + names[:shift]:
+            out = dst / "tree-copy"
+            pre_touch(dst, args.files * 4096 * 2)
+            times[name].append(copies[name](str(out)))
+            shutil.rmtree(out, ignore_errors=True)
+    return times
+
+
+def rates(files: int, times: list[float]) -> str:
+    """The median files/s of ``times``, with the range."""
+    per_second = sorted(files / t for t in times)
     middle = statistics.median(times)
-    return f"{statistics.median(rates):8.0f} files/s [{rates[0]:.0f}-{rates[-1]:.0f}] ({middle:.2f} s)"
+    return f"{statistics.median(per_second):8.0f} files/s [{per_second[0]:.0f}-{per_second[-1]:.0f}] ({middle:.2f} s)"
+
+
+def ratios(peer: list[float], ours: list[float]) -> str:
+    """Our files/s over the peer's, per round (the peer's time over ours): median and range."""
+    each = sorted(p / o for p, o in zip(peer, ours, strict=True))
+    shown = ", ".join(f"{r:.2f}" for r in each)
+    return f"median {statistics.median(each):.2f}x ({shown})"
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:

