@@ -18,7 +18,9 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +100,12 @@ class Reception:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     checkpoint_every: float | None = DEFAULT_CHECKPOINT_SECONDS
     last_checkpoint: float = field(default_factory=time.monotonic)
-    finish_queue: list[tuple[int, bytes]] = field(default_factory=list)
-    """Received files (index, expected digest) waiting for verification; one task finishes
-    them in batches."""
+    finish_queue: deque[tuple[int, bytes]] = field(default_factory=deque)
+    """Received files (index, expected digest) waiting for verification; one thread at a
+    time finishes them in batches (RecvManager._finish_worker)."""
+    finish_lock: threading.Lock = field(default_factory=threading.Lock)
     finishing: bool = False
+    """A finishing thread runs (it clears this, under finish_lock, when it finds no work)."""
 
 
 class RecvManager:
@@ -206,10 +210,12 @@ class RecvManager:
         elif isinstance(event, FileReceived):
             # Batched: whatever arrives while a batch is being verified and synced goes into
             # the next one (one syncfs and one fsync per directory per batch, not per file).
-            reception.finish_queue.append((event.file_index, event.digest))
-            if not reception.finishing:
-                reception.finishing = True
-                self._spawn(session, self._verify(session))
+            with reception.finish_lock:
+                reception.finish_queue.append((event.file_index, event.digest))
+                start, reception.finishing = not reception.finishing, True
+            if start:
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(None, self._finish_worker, session, loop)
         elif isinstance(event, TransferCompleted):
             self._end(session, RECV_STATUS_ERROR if event.failed else RECV_STATUS_COMPLETE, "")
         elif isinstance(event, TransferFailed):
@@ -349,29 +355,50 @@ class RecvManager:
             self._creds[key] = (tag, time.monotonic() + CREDENTIAL_TTL, dataclasses.replace(principal))
         return principal
 
-    async def _verify(self, session: DriverSession) -> None:
+    def _finish_worker(self, session: DriverSession, loop: asyncio.AbstractEventLoop) -> None:
+        """Verify and install received files in batches until none is waiting (a worker thread).
+
+        The thread takes the next batch itself as soon as one is done and hands the verdicts
+        to the loop, rather than a loop task handing each batch to a thread: the loop is
+        busiest exactly then (the accept's replay of held data, the last arrivals), and
+        traced with 10,000 small files the second batch waited 47 ms for it and every other
+        batch 1-3 ms, a quarter of the finishing time.  Whatever arrives while a batch is
+        being verified and synced goes into the next one (one syncfs and one fsync per
+        directory per batch, not per file).
+        """
         reception: Reception = session.context
-        receiver: Receiver = session.machine  # type: ignore[assignment]
-        try:
-            while reception.finish_queue:
+        queue = reception.finish_queue
+        while True:
+            with reception.finish_lock:
                 writer = reception.writer
-                if writer is None:
+                if not queue or writer is None or session.closed:
+                    reception.finishing = False
                     return
-                items = reception.finish_queue[:FINISH_BATCH]
-                del reception.finish_queue[:FINISH_BATCH]
-                batch = [index for index, _ in items]
-                try:
-                    results = await asyncio.to_thread(writer.finish_files, batch, [d for _, d in items])
-                except (OSError, JettuiError) as exc:
-                    results = [(False, str(exc))] * len(batch)
-                if session.closed or receiver.is_finished:
-                    return
-                for index, (ok, message) in zip(batch, results, strict=True):
-                    receiver.file_verified(index, ok, message)
-                reception.record["lastRecvTime"] = now_us()
-                session.pump()
-        finally:
-            reception.finishing = False
+                items = [queue.popleft() for _ in range(min(len(queue), FINISH_BATCH))]
+            batch = [index for index, _ in items]
+            try:
+                results = writer.finish_files(batch, [digest for _, digest in items])
+            except (OSError, JettuiError) as exc:
+                results = [(False, str(exc))] * len(batch)
+            except Exception as exc:  # a bug: the files fail, the thread goes on
+                log.exception("finishing received files failed")
+                results = [(False, f"internal error while finishing: {exc!r}")] * len(batch)
+            try:
+                loop.call_soon_threadsafe(self._verified, session, batch, results)
+            except RuntimeError:  # the loop is closed: the server stopped
+                with reception.finish_lock:
+                    reception.finishing = False
+                return
+
+    def _verified(self, session: DriverSession, batch: list[int], results: list[tuple[bool, str]]) -> None:
+        """The verdicts of one batch of _finish_worker, on the loop."""
+        receiver: Receiver = session.machine  # type: ignore[assignment]
+        if session.closed or receiver.is_finished:
+            return
+        for index, (ok, message) in zip(batch, results, strict=True):
+            receiver.file_verified(index, ok, message)
+        session.context.record["lastRecvTime"] = now_us()
+        session.pump()
 
     def _end(self, session: DriverSession, status: str, message: str) -> None:
         reception: Reception = session.context
