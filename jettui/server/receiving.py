@@ -208,8 +208,7 @@ class RecvManager:
         elif isinstance(event, TransferRequested):
             self._spawn(session, self._accept(session, event))
         elif isinstance(event, FileReceived):
-            # Batched: whatever arrives while a batch is being verified and synced goes into
-            # the next one (one syncfs and one fsync per directory per batch, not per file).
+            # Queued for the finishing thread, started unless one runs (see _finish_worker).
             with reception.finish_lock:
                 reception.finish_queue.append((event.file_index, event.digest))
                 start, reception.finishing = not reception.finishing, True
