@@ -29,8 +29,20 @@ class RangeSet:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._count = 0
-        for start, end in ranges:
-            self.add(start, end)
+        if ranges:  # most are made empty, several per file of a transfer
+            for start, end in ranges:
+                self.add(start, end)
+
+    @classmethod
+    def span(cls, start: int, end: int) -> RangeSet:
+        """The set of ``[start, end)`` (empty when ``end <= start``), made directly: one per
+        file on both ends of a transfer of many small files."""
+        rs = cls()
+        if start < end:
+            rs._starts.append(start)
+            rs._ends.append(end)
+            rs._count = end - start
+        return rs
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -72,6 +84,14 @@ class RangeSet:
     def first(self) -> tuple[int, int] | None:
         """The lowest range, or None when empty."""
         return (self._starts[0], self._ends[0]) if self._starts else None
+
+    def pop_first(self) -> tuple[int, int] | None:
+        """Remove and return the lowest range, or None when empty."""
+        if not self._starts:
+            return None
+        start, end = self._starts.pop(0), self._ends.pop(0)
+        self._count -= end - start
+        return start, end
 
     def missing(self, start: int, end: int) -> list[tuple[int, int]]:
         """The gaps of the set inside ``[start, end)``, in order."""

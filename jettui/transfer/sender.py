@@ -410,11 +410,9 @@ class Sender(SessionBase):
         # still skip files or say it has blocks already; _on_ready takes those out.
         self._pending = []
         for index, n in enumerate(self._nblocks):
-            todo = RangeSet()
-            if n:
-                todo.add(0, n)
-                if self._acked[index]:
-                    todo.difference_update(self._acked[index])
+            todo = RangeSet.span(0, n)
+            if n and self._acked[index]:
+                todo.difference_update(self._acked[index])
             self._pending.append(todo)
             self._new_remaining += todo.count
         # Not on a resume: the receiver then has part-files we would send again.
@@ -697,10 +695,8 @@ class Sender(SessionBase):
             return self._run
         pending = self._pending
         while self._cur_file < len(pending):
-            rs = pending[self._cur_file]
-            first = rs.first()
+            first = pending[self._cur_file].pop_first()
             if first is not None:
-                rs.subtract(*first)
                 self._run = [self._cur_file, first[0], first[1]]
                 return self._run
             self._cur_file += 1

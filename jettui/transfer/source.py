@@ -531,17 +531,26 @@ class FileSource:
         return data
 
     def _read_whole(self, index: int, entry: FileEntry) -> bytes:
-        """A small file asked for in one block: open, check, one read, hash, check, close,
-        without the descriptor cache, read-ahead window and running digest of the general
-        path (10,000 x 4 KiB files: the sender's per-file cost).  The read asks for a byte
-        more than the manifest says, so a file that grew is seen as well."""
-        fd = self._open_checked(index)
+        """A small file asked for in one block: open, one read, check, hash, close, without
+        the descriptor cache, read-ahead window and running digest of the general path
+        (10,000 x 4 KiB files: the sender's per-file cost).  The read asks for a byte more
+        than the manifest says, so a file that grew is seen as well.
+
+        One check, after the read, where the general path checks before and after: the
+        open is non-blocking and never follows a link (a FIFO or a directory put in the
+        file's place fails the read, and the check then names it), and a file changed at
+        any time before the check differs from the manifest in it."""
+        fd = self._open_unchecked(index)
         try:
-            data = os.pread(fd, entry.size + 1, 0)
+            try:
+                data = os.pread(fd, entry.size + 1, 0)
+            except OSError:
+                self._verify(index, fd)  # not a regular file any more: say so
+                raise
+            self._verify(index, fd)
             if len(data) != entry.size:
                 longer = "longer" if len(data) > entry.size else "shorter"
                 raise self._changed(index, f"it is {longer} than the manifest says")
-            self._verify(index, fd)
         except OSError as exc:
             raise CommandError(f"cannot read {self._src[index]}: {os.strerror(exc.errno or errno.EIO)}")
         finally:
@@ -636,13 +645,18 @@ class FileSource:
         self._digests[file_index] = digest
         return digest
 
-    def _open_checked(self, index: int) -> int:
-        """A descriptor of file ``index``, checked against the manifest."""
+    def _open_unchecked(self, index: int) -> int:
+        """A descriptor of file ``index``, not yet checked against the manifest."""
         if self._closed:
             raise CommandError("the file source is closed")
         fd = self._open_relative(self._src[index])
         if fd is None:
             fd = self._fs.open_read(self._src[index])
+        return fd
+
+    def _open_checked(self, index: int) -> int:
+        """A descriptor of file ``index``, checked against the manifest."""
+        fd = self._open_unchecked(index)
         try:
             self._verify(index, fd)
         except BaseException:

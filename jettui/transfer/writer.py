@@ -604,7 +604,8 @@ class FileWriter:
         # Start over: drop the sidecar (and its temporary) before anything is written, so a
         # crash from here on cannot pair an old sidecar with new data.
         f.fresh = True
-        f.have = RangeSet()
+        if f.have:
+            f.have = RangeSet()
         if self._state_dir is None and self._absent(f.vparent, f.ckpt, f.ckpt + _TMP_SUFFIX):
             f.sidecar = False
             return

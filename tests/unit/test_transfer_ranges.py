@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from jettui.transfer.ranges import RangeSet, decode_varint_ranges
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["add", "sub"]), st.integers(0, 200), st.integers(0, 40)),
+    st.tuples(st.sampled_from(["add", "sub", "pop", "span"]), st.integers(0, 200), st.integers(0, 40)),
     max_size=60,
 )
 
@@ -34,9 +34,16 @@ def test_rangeset_matches_set_model(operations, qa, qb):
         if op == "add":
             assert rs.add(start, start + length) == len(span - model)
             model |= span
-        else:
+        elif op == "sub":
             assert rs.subtract(start, start + length) == len(span & model)
             model -= span
+        elif op == "pop":
+            lowest = model_ranges(model)[:1]
+            assert rs.pop_first() == (lowest[0] if lowest else None)
+            model -= set(range(*lowest[0])) if lowest else set()
+        else:  # span replaces the set: a fresh one of [start, start + length)
+            rs = RangeSet.span(start, start + length)
+            model = span
         assert rs.count == len(model)
         assert list(rs) == model_ranges(model)
     lo, hi = min(qa, qb), max(qa, qb)

@@ -382,6 +382,24 @@ def test_a_file_read_whole_is_hashed_checked_and_closed(fs: FileSystemView, root
     assert _open_fds() == before
 
 
+def test_a_file_read_whole_that_was_replaced_or_touched_is_refused(fs: FileSystemView, root: Path) -> None:
+    """The whole-file read checks once, after its read: a directory or FIFO put in the
+    file's place is named (the read fails, nothing hangs), a touched file is a change."""
+    _tree(root, 3, 4096)
+    manifest = build_manifest(fs, {"o": "/s"}, digests=False)
+    (root / "s" / "f00").unlink()
+    (root / "s" / "f00").mkdir()
+    (root / "s" / "f01").unlink()
+    os.mkfifo(root / "s" / "f01")
+    os.utime(root / "s" / "f02", ns=(1, manifest[2].mtime_ns + 1))
+    with FileSource(fs, manifest, manifest.sources, TRANSFER_FLAG_READ_WRITE) as source:
+        for index in (0, 1):
+            with pytest.raises(CommandError, match="not a regular file"):
+                source.read(index, 0, 4096)
+        with pytest.raises(SourceChanged, match="modification time"):
+            source.read(2, 0, 4096)
+
+
 def test_without_manifest_digests_the_source_hashes_what_it_sends(fs: FileSystemView, root: Path) -> None:
     bodies = _tree(root, 3, 10_000)
     manifest = build_manifest(fs, {"o": "/s"}, digests=False)
