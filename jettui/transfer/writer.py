@@ -571,6 +571,13 @@ class FileWriter:
                     raise CommandError(f"cannot create directory {f.display}: it exists and is not a directory")
             return
         parent = self._plan_dir(dirs, f.vparent)
+        listing = self._listings.get(f.vparent)
+        if listing is not None and not listing and self._state_dir is None:
+            # A directory that was empty (most often just made): nothing of this file is
+            # there, neither target, part-file nor sidecar, so it is written fresh; what the
+            # general path below concludes for absent names, without asking per name.
+            f.mode, f.fresh, f.stale_part, f.sidecar = _Mode.PART, True, False, False
+            return
         target = None if self._absent(f.vparent, f.name) else _lstat(parent, f.name)
         if target is not None and stat.S_ISDIR(target.st_mode):
             raise CommandError(f"cannot write {f.display}: it is a directory")
