@@ -214,7 +214,11 @@ class RecvManager:
                 start, reception.finishing = not reception.finishing, True
             if start:
                 loop = asyncio.get_running_loop()
-                loop.run_in_executor(None, self._finish_worker, session, loop)
+                try:
+                    loop.run_in_executor(None, self._finish_worker, session, loop)
+                except RuntimeError:  # the executor is shut down: the server is stopping
+                    with reception.finish_lock:
+                        reception.finishing = False
         elif isinstance(event, TransferCompleted):
             self._end(session, RECV_STATUS_ERROR if event.failed else RECV_STATUS_COMPLETE, "")
         elif isinstance(event, TransferFailed):
@@ -408,6 +412,12 @@ class RecvManager:
                 else:
                     reception.writer.checkpoint()
                     reception.writer.abort()
+            # The finishing thread stops after its batch: nothing more is installed once the
+            # transfer has failed (its verdicts would reach nobody, and a resume would find
+            # files it never heard of).
+            with reception.finish_lock:
+                reception.writer = None
+                reception.finish_queue.clear()
         if reception.record:
             reception.record["status"] = status
             if message:

@@ -393,11 +393,15 @@ def test_a_file_read_whole_that_was_replaced_or_touched_is_refused(fs: FileSyste
     os.mkfifo(root / "s" / "f01")
     os.utime(root / "s" / "f02", ns=(1, manifest[2].mtime_ns + 1))
     with FileSource(fs, manifest, manifest.sources, TRANSFER_FLAG_READ_WRITE) as source:
+        whole = source._read_whole
+        calls: list[int] = []
+        source._read_whole = lambda index, entry: calls.append(index) or whole(index, entry)  # type: ignore[method-assign]
         for index in (0, 1):
             with pytest.raises(CommandError, match="not a regular file"):
-                source.read(index, 0, 4096)
+                source.read(index, 0, manifest[index].size)
         with pytest.raises(SourceChanged, match="modification time"):
-            source.read(2, 0, 4096)
+            source.read(2, 0, manifest[2].size)
+        assert calls == [0, 1, 2]  # each went through the whole-file read
 
 
 def test_without_manifest_digests_the_source_hashes_what_it_sends(fs: FileSystemView, root: Path) -> None:
