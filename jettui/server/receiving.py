@@ -217,8 +217,7 @@ class RecvManager:
                 try:
                     loop.run_in_executor(None, self._finish_worker, session, loop)
                 except RuntimeError:  # the executor is shut down: the server is stopping
-                    with reception.finish_lock:
-                        reception.finishing = False
+                    self._finishing_stopped(reception)
         elif isinstance(event, TransferCompleted):
             self._end(session, RECV_STATUS_ERROR if event.failed else RECV_STATUS_COMPLETE, "")
         elif isinstance(event, TransferFailed):
@@ -389,9 +388,13 @@ class RecvManager:
             try:
                 loop.call_soon_threadsafe(self._verified, session, batch, results)
             except RuntimeError:  # the loop is closed: the server stopped
-                with reception.finish_lock:
-                    reception.finishing = False
+                self._finishing_stopped(reception)
                 return
+
+    @staticmethod
+    def _finishing_stopped(reception: Reception) -> None:
+        with reception.finish_lock:
+            reception.finishing = False
 
     def _verified(self, session: DriverSession, batch: list[int], results: list[tuple[bool, str]]) -> None:
         """The verdicts of one batch of _finish_worker, on the loop."""

@@ -569,9 +569,11 @@ class Receiver(SessionBase):
                 if digest:
                     self._digests[index] = digest
                 if self._active[index]:
-                    if not early and self._backlog:
+                    if early:
+                        continue
+                    if self._backlog:
                         self._eof_behind.append(index)  # its blocks may wait in the backlog
-                    elif not early:
+                    else:
                         self._send_missing(index)
                 elif self._awaiting_digest[index]:
                     self._awaiting_digest[index] = 0

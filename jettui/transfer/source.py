@@ -537,9 +537,10 @@ class FileSource:
         than the manifest says, so a file that grew is seen as well.
 
         One check, after the read, where the general path checks before and after: the
-        open is non-blocking and never follows a link (a FIFO or a directory put in the
-        file's place fails the read, and the check then names it), and a file changed at
-        any time before the check differs from the manifest in it."""
+        open is non-blocking, and relative to the directory it follows no link (the view's
+        fallback follows links inside the root and refuses what is not a regular file), so
+        a FIFO or a directory put in the file's place fails the read and the check then
+        names it; a file changed at any time before the check differs from the manifest."""
         fd = self._open_unchecked(index)
         try:
             try:
