@@ -17,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 
-__all__ = ["RangeSet", "decode_varint_ranges", "encode_varint_ranges", "varint_ranges_fitting"]
+__all__ = ["NO_RANGES", "RangeSet", "decode_varint_ranges", "encode_varint_ranges", "varint_ranges_fitting"]
 
 
 class RangeSet:
@@ -219,6 +219,32 @@ class RangeSet:
             rs._ends.append(e)
             rs._count += e - s
         return rs
+
+
+class _NoRanges(RangeSet):
+    """An empty set that stays empty (see NO_RANGES)."""
+
+    __slots__ = ()
+
+    def add(self, start: int, end: int) -> int:
+        if start >= end:
+            return 0
+        raise TypeError("NO_RANGES is shared and stays empty: give the owner a RangeSet of its own")
+
+    def subtract(self, start: int, end: int) -> int:
+        return 0  # nothing to remove
+
+    def pop_first(self) -> None:
+        return None
+
+    def clear(self) -> None:
+        pass
+
+
+#: One shared empty set, for per-file state that most files of a big transfer never fill:
+#: made once instead of a RangeSet per file (10,000 files: ~1.5 ms each time, on the path
+#: from the manifest to the first data).  Adding to it raises.
+NO_RANGES: RangeSet = _NoRanges()
 
 
 def _put_varint(out: bytearray, value: int) -> None:

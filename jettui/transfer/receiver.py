@@ -590,11 +590,10 @@ class Receiver(SessionBase):
         if len(self.files) != self._expected_files:
             return
         bs = self.block_size
-        for entry in self.files:
-            n = block_count(entry.size, bs)
-            self._nblocks.append(n)
-            self._last_len.append(entry.size - (n - 1) * bs if n else 0)
-            self._received.append(RangeSet())
+        sizes = [entry.size for entry in self.files]
+        self._nblocks = [block_count(size, bs) for size in sizes]
+        self._last_len = [size - (n - 1) * bs if n else 0 for size, n in zip(sizes, self._nblocks, strict=True)]
+        self._received = [RangeSet() for _ in sizes]
         count = len(self.files)
         self._digests = [e.digest or (EMPTY_DIGEST if not e.size else b"") for e in self.files]
         self._awaiting_digest = bytearray(count)

@@ -67,7 +67,7 @@ from .packet import (
     decode_ack,
     encode_parity,
 )
-from .ranges import RangeSet
+from .ranges import NO_RANGES, RangeSet
 from .rate import Pacer, RateController
 from .session import SessionBase, check_message
 
@@ -147,12 +147,14 @@ class Sender(SessionBase):
             if not 0 <= index < len(self.files):
                 raise ValueError(f"checkpoint names file {index} of {len(self.files)}")
             for s, e in ranges:
-                self._acked[index].add(s, min(e, self._nblocks[index]))
-        self.stats.blocks_acked = sum(rs.count for rs in self._acked)
+                self.stats.blocks_acked += self._acked[index].add(s, min(e, self._nblocks[index]))
         # From a checkpoint the receiver may lack blocks we count as acknowledged: then every
         # file gets the eof after its ACKs, which asks it what is missing.
         self._resumed = self.stats.blocks_acked > 0
-        self._pending: list[RangeSet] = []
+        # New blocks still to send per file; None for a file not reached yet, whose blocks are
+        # all those not acknowledged (materialised by _next_run: a RangeSet per file up front
+        # cost 8.7 ms for 10,000 files, between the handshake and the manifest's departure).
+        self._pending: list[RangeSet | None] = []
         self._new_remaining = 0
         self._cur_file = 0
         self._run: list[int] | None = None
@@ -170,6 +172,7 @@ class Sender(SessionBase):
         # ask the receiver what is missing) carry an empty one for them.
         self._digest_sent = bytearray(len(self.files))
         self._known_complete = RangeSet()  # files the receiver's ACKs said are complete
+        self._request_unsent = False  # the request is queued and not yet in a datagram
         self._early_eof_sent = False
         self._early_left = 0
         self._handshake = InitiatorHandshake(
@@ -280,7 +283,12 @@ class Sender(SessionBase):
                 return self._final_datagrams(now)
         out: list[bytes] = []
         self._common_datagrams(now, out)
-        if self._data_may_flow():
+        if self._request_unsent:
+            # The request and the manifest leave alone, and the data follows at the next
+            # call (get_timer: at once): reading the first burst of small files (~5 ms on
+            # loopback) held them back while the receiver had nothing to set up.
+            self._request_unsent = False
+        elif self._data_may_flow():
             self._send_data(now, out)
         due = self._digest_deadline()
         if due is not None and (len(self._digest_queue) >= EARLY_DIGEST_BATCH or not self._new_remaining or now >= due):
@@ -402,21 +410,17 @@ class Sender(SessionBase):
         self._control.send(
             {"type": "open", "transfer": self.transfer_id, "count": len(self.files), "params": self._params}
         )
+        self._request_unsent = True
         for first in range(0, len(self.files), _FILES_PER_MESSAGE):
             entries = [f.to_wire() for f in self.files[first : first + _FILES_PER_MESSAGE]]
             self._control.send({"type": "files", "first": first, "entries": entries})
         # Data starts now, not once the receiver has answered: it holds up to
         # early_data_limit bytes until it accepts (a round trip saved).  Its answer may
         # still skip files or say it has blocks already; _on_ready takes those out.
-        self._pending = []
-        for index, n in enumerate(self._nblocks):
-            todo = RangeSet.span(0, n)
-            if n and self._acked[index]:
-                todo.difference_update(self._acked[index])
-            self._pending.append(todo)
-            self._new_remaining += todo.count
+        self._pending = [None] * len(self.files)
+        self._new_remaining = self.total_blocks - self.stats.blocks_acked
         # Not on a resume: the receiver then has part-files we would send again.
-        self._early_left = 0 if any(self._acked) else self._config.early_data_limit
+        self._early_left = 0 if self.stats.blocks_acked else self._config.early_data_limit
 
     # -- control messages --------------------------------------------------------------------------
     def _on_control(self, message: dict[str, Any], now: float) -> None:
@@ -476,17 +480,26 @@ class Sender(SessionBase):
             verdict = FileVerified(index, True, self._skipped[index], skipped=True)
             self._verdicts[index] = verdict
         run = self._run
-        for index, todo in enumerate(self._pending):
+        pending, acked, nblocks = self._pending, self._acked, self._nblocks
+        remaining = 0
+        for index, todo in enumerate(pending):
             if index in self._skipped:
-                todo.clear()
+                pending[index] = NO_RANGES
                 if run is not None and run[0] == index:
                     self._run = None
                 continue
-            if self._acked[index]:
-                todo.difference_update(self._acked[index])  # the receiver's "have"
-            if self._nblocks[index] and self._acked[index].count == self._nblocks[index]:
+            done = acked[index].count  # the receiver's "have" included
+            if todo is None and not done:
+                remaining += nblocks[index]  # not reached yet, nothing of it acknowledged
+                continue
+            # Fixed now: a later "missing" puts blocks back on the resend queue, not here.
+            if todo is None:
+                todo = pending[index] = RangeSet.span(0, nblocks[index]) if done < nblocks[index] else NO_RANGES
+            todo.difference_update(acked[index])
+            remaining += todo.count
+            if done and done == nblocks[index]:
                 self._file_acked(index)
-        self._new_remaining = sum(todo.count for todo in self._pending)
+        self._new_remaining = remaining
         if self._run is not None:
             self._new_remaining += self._run[2] - self._run[1]
         self._last_ack = now
@@ -694,10 +707,23 @@ class Sender(SessionBase):
         if self._run is not None:
             return self._run
         pending = self._pending
-        while self._cur_file < len(pending):
-            first = pending[self._cur_file].pop_first()
+        while (cur := self._cur_file) < len(pending):
+            todo = pending[cur]
+            if todo is None:
+                # Reached for the first time: its blocks not acknowledged (nearly always all).
+                n, acked = self._nblocks[cur], self._acked[cur]
+                if not acked:
+                    pending[cur] = NO_RANGES
+                    if n:
+                        self._run = [cur, 0, n]
+                        return self._run
+                    self._cur_file += 1
+                    continue
+                todo = pending[cur] = RangeSet.span(0, n)
+                todo.difference_update(acked)
+            first = todo.pop_first()
             if first is not None:
-                self._run = [self._cur_file, first[0], first[1]]
+                self._run = [cur, first[0], first[1]]
                 return self._run
             self._cur_file += 1
         return None
