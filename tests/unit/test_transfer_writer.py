@@ -947,3 +947,18 @@ def test_small_whole_files_are_written_by_finish_not_by_write(fs: FileSystemView
         (False, "/in/a/t failed verification (BLAKE3 digest differs from the sender's); the part-file was removed")
     ]
     assert sorted(p.name for p in (dst / "in" / "a").iterdir()) == ["s"]
+
+
+def test_a_held_file_whose_part_name_was_taken_after_plan_is_written_anew(fs: FileSystemView, dst: Path) -> None:
+    """finish_files creates a small held file with O_EXCL|O_NOFOLLOW: a link planted at its
+    part-file name after plan() (which saw nothing there) is replaced, never written through."""
+    small = os.urandom(3000)
+    w = writer(fs, [entry("f", small)])
+    assert w.plan() == ({}, {})
+    w.write(0, 0, memoryview(small))
+    secret = dst.parent / "outside/secret.txt"
+    (dst / "in/f.jetpart").symlink_to(secret)
+    assert w.finish_files([0], [b""]) == [(True, "")]
+    assert (dst / "in/f").read_bytes() == small
+    assert not (dst / "in/f.jetpart").exists() and not (dst / "in/f.jetpart").is_symlink()
+    canary_intact(dst)
