@@ -448,6 +448,11 @@ class Sender(SessionBase):
                     verdict = FileVerified(index, item[1], str(item[2]))
                     self._verdicts[index] = verdict
                     self._events.append(verdict)
+                    if verdict.ok:
+                        # Verified means received whole: its blocks count as acknowledged even
+                        # if the ACKs saying so are still on the way (the verdict can overtake
+                        # them, and then the transfer ended with blocksAcked short).
+                        self.stats.blocks_acked += self._acked[index].add(0, self._nblocks[index])
             self._maybe_close(now)
         elif kind == "missing" and state is SenderState.SENDING:
             check_message(message, file=int, ranges=bytes)

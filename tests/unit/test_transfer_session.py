@@ -965,3 +965,15 @@ def test_digest_from_eof_after_resume_and_a_wrong_one_fails():
     sim.run(30)
     assert sim.sender.state is SenderState.COMPLETE
     assert sim.sender_events[-1] == TransferCompleted(failed=(0, 1))
+
+
+def test_verified_files_count_as_acknowledged_when_their_acks_are_lost():
+    """A verdict can overtake the ACKs of its file's blocks (here every ACK is lost): the
+    transfer still ends with every block counted as acknowledged."""
+    contents = payloads(21, 3000, 500, 1344 * 3)
+    backward = Link(random.Random(5), drop=lambda datagram, now: datagram[1] == PacketType.ACK)
+    sim = build(contents, backward=backward)
+    sim.run(60)
+    assert_delivered(sim, contents)
+    assert backward.dropped > 0
+    assert sim.sender.stats.blocks_acked == sim.sender.total_blocks
