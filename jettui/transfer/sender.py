@@ -434,7 +434,7 @@ class Sender(SessionBase):
             check_message(message, file=int, ranges=bytes)
             index = self._file_index(message["file"])
             present = self._ranges(message["ranges"], index)
-            self.stats.blocks_acked += self._acked[index].update(present)
+            self._count_acked(index, self._acked[index].update(present))
         elif kind == "ready" and state is SenderState.REQUESTING:
             check_message(message, skip=list)
             self._on_ready(message["skip"], now)
@@ -452,7 +452,7 @@ class Sender(SessionBase):
                         # Verified means received whole: its blocks count as acknowledged even
                         # if the ACKs saying so are still on the way (the verdict can overtake
                         # them, and then the transfer ended with blocksAcked short).
-                        self.stats.blocks_acked += self._acked[index].add(0, self._nblocks[index])
+                        self._count_acked(index, self._acked[index].add(0, self._nblocks[index]))
             self._maybe_close(now)
         elif kind == "missing" and state is SenderState.SENDING:
             check_message(message, file=int, ranges=bytes)
@@ -463,6 +463,16 @@ class Sender(SessionBase):
             self._retx.extend((index, s, e) for s, e in missing)
         else:
             raise ControlError(f"unexpected control message {kind!r} in state {state.name}")
+
+    def _count_acked(self, index: int, newly: int) -> None:
+        """``newly`` blocks of file ``index`` were just added to its acknowledged set (by a
+        "have", a verdict or an ACK's complete files).  A file not reached yet makes its
+        pending blocks from that set when it is reached, so they also leave the count of new
+        blocks to send: left in it, the sender had data by its count and none to find, and
+        spun until "ready" came."""
+        self.stats.blocks_acked += newly
+        if newly and self._pending and self._pending[index] is None:
+            self._new_remaining -= newly
 
     def _file_index(self, value: object) -> int:
         if not isinstance(value, int) or not 0 <= value < len(self.files):
@@ -675,7 +685,10 @@ class Sender(SessionBase):
                     rs = acked[index]
                     n = nblocks[index]
                     if rs.count != n and index not in skipped:
-                        newly += rs.add(0, n)
+                        added = rs.add(0, n)
+                        newly += added
+                        if self._pending and self._pending[index] is None:
+                            self._new_remaining -= added  # see _count_acked
                         self._file_acked(index)
             known.add(first, end)
         return newly
@@ -731,6 +744,9 @@ class Sender(SessionBase):
                 self._run = [cur, first[0], first[1]]
                 return self._run
             self._cur_file += 1
+        # Nothing left to find: the count says so too, whatever it was (it only ever lagged
+        # behind blocks acknowledged from elsewhere), so no timer asks for data that is not there.
+        self._new_remaining = 0
         return None
 
     def _send_data(self, now: float, out: list[bytes]) -> None:

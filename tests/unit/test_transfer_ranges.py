@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jettui.transfer.ranges import RangeSet, decode_varint_ranges
+from jettui.transfer.ranges import NO_RANGES, RangeSet, decode_varint_ranges
 
 ops = st.lists(
     st.tuples(st.sampled_from(["add", "sub", "pop", "span"]), st.integers(0, 200), st.integers(0, 40)),
@@ -101,3 +101,16 @@ def test_limit_enforced():
 def test_negative_start_rejected():
     with pytest.raises(ValueError):
         RangeSet().add(-1, 3)
+
+
+def test_no_ranges_is_empty_and_stays_empty() -> None:
+    assert not NO_RANGES and NO_RANGES.count == 0 and list(NO_RANGES) == []
+    with pytest.raises(TypeError, match="stays empty"):
+        NO_RANGES.add(0, 1)
+    assert NO_RANGES.add(5, 5) == 0  # an empty range adds nothing, so it may be asked
+    assert NO_RANGES.subtract(0, 10) == 0 and NO_RANGES.difference_update(RangeSet([(0, 3)])) == 0
+    assert NO_RANGES.pop_first() is None
+    NO_RANGES.clear()
+    copy = NO_RANGES.copy()
+    assert type(copy) is RangeSet and copy.add(0, 2) == 2  # a copy is an ordinary set
+    assert not NO_RANGES and RangeSet() == NO_RANGES

@@ -70,6 +70,8 @@ def test_round_trip_every_cipher_level(level):
     s, r = sim.sender.stats, sim.receiver.stats
     assert s.blocks_sent == sim.sender.total_blocks == r.blocks_received
     assert s.blocks_retransmitted == 0 and s.blocks_acked == sim.sender.total_blocks
+    # ACKs said so too, not only the verdicts (which count a verified file's blocks as well).
+    assert sim.sender._known_complete.covers(0, len(contents))
     assert sim.sender.drops.total == sim.receiver.drops.total == 0
     # ACK traffic stays near 1 % of the forward bytes even for 180 KB (21-23 datagrams
     # back, most of them the fixed cost of a session; 0.13 % of 200 MB in bench/wan.py).
@@ -408,6 +410,7 @@ def test_impaired_link_exact_resends(name):
     total = sim.sender.total_blocks
     assert s.blocks_sent == total + s.blocks_retransmitted
     assert sim.receiver.stats.blocks_received == total == s.blocks_acked
+    assert sim.sender._known_complete.covers(0, len(contents))  # by ACKs, not only by verdicts
     if "reorder" not in kw and "duplicate" not in kw:
         assert s.blocks_retransmitted >= sim.forward.dropped_data
     assert s.blocks_retransmitted == EXPECTED_RESENDS[name]
@@ -879,6 +882,7 @@ def test_files_complete_in_order_are_acknowledged_by_a_watermark_not_one_by_one(
     assert len(acks) < 30  # (15 here: runs below the watermark once looked like an overflow: 3,000)
     s = sim.sender.stats
     assert s.blocks_acked == 3000 and s.blocks_retransmitted == 0
+    assert sim.sender._known_complete.covers(0, 3000)  # by the ACKs' watermark, not only by verdicts
 
 
 def test_small_files_on_a_lossy_path_are_never_resent_once_they_arrived():
@@ -977,3 +981,49 @@ def test_verified_files_count_as_acknowledged_when_their_acks_are_lost():
     assert_delivered(sim, contents)
     assert backward.dropped > 0
     assert sim.sender.stats.blocks_acked == sim.sender.total_blocks
+
+
+@pytest.mark.parametrize("lost", [3, 5, 9])
+def test_have_for_files_not_reached_yet_leaves_nothing_to_spin_on(lost):
+    """Files the receiver already has whole ("have" while the sender still sends early data,
+    before "ready"): the blocks left to send shrink with them, so a late "ready" (a control
+    datagram lost) leaves the sender waiting, not spinning on a count of blocks it will
+    never find (the run stopped as a livelock)."""
+    contents = payloads(31, 1344 * 200, *([1000] * 400))
+    present = {i: RangeSet([(0, 1)]) for i in range(1, 401)}
+    controls = []
+
+    def drop(datagram: bytes, now: float) -> bool:
+        if datagram[1] == PacketType.CONTROL:
+            controls.append(now)
+            return len(controls) == lost
+        return False
+
+    sim = build(
+        contents,
+        present=present,
+        initial=[bytes(1344 * 200)] + contents[1:],
+        forward=Link(random.Random(1), delay=0.02),
+        backward=Link(random.Random(2), delay=0.02, drop=drop),
+    )
+    sim.run(60)
+    assert_delivered(sim, contents)
+    # The big file, and the small ones sent as early data before their "have" came.
+    assert sim.sender.stats.blocks_sent < 600 and sim.sender.stats.blocks_retransmitted == 0
+
+
+def test_the_manifest_leaves_before_the_first_data_is_read():
+    """The first datagrams after the handshake reply carry the request and the manifest
+    only; the data follows at the next call, which the timer asks for at once."""
+    contents = payloads(41, *([3000] * 50))
+    sim = build(contents)
+    sender, receiver, now = sim.sender, sim.receiver, 0.0
+    for datagram in sender.datagrams_to_send(now):  # HELLO
+        receiver.receive_datagram(datagram, ("sender", 1), now)
+    for datagram in receiver.datagrams_to_send(now):  # HELLO_REPLY
+        sender.receive_datagram(datagram, ("receiver", 1), now)
+    first = [d[1] for d in sender.datagrams_to_send(now)]  # the packet type, in the clear
+    assert first and set(first) == {PacketType.CONTROL}
+    assert sender.get_timer() <= now
+    sender.handle_timer(now)
+    assert PacketType.DATA in [d[1] for d in sender.datagrams_to_send(now)]
