@@ -65,7 +65,7 @@ from jettui.transfer import (
     TransferFailed,
 )
 from jettui.transfer.driver import DriverSession, TransferEndpoint
-from jettui.transfer.source import FileSource, build_manifest
+from jettui.transfer.source import FileSource, SourceChanged, build_manifest
 
 if TYPE_CHECKING:
     from jettui.server.core import Server
@@ -854,6 +854,11 @@ class SendManager:
                     self._save_transfer(t, sender.checkpoint())
         self._refresh(t)
         status, message = run.outcome
+        if status == TRANSFER_STATUS_COMPLETE:
+            try:
+                await asyncio.to_thread(run.source.check_empty)
+            except SourceChanged as exc:
+                status, message = run.outcome = (TRANSFER_STATUS_ERROR, exc.message)
         if status == TRANSFER_STATUS_ERROR and run.source.changed is not None and t["restarts"] < MAX_SOURCE_RESTARTS:
             await self._restart_changed(t, m, run)
             return

@@ -646,6 +646,30 @@ class FileSource:
         self._digests[file_index] = digest
         return digest
 
+    def check_empty(self) -> None:
+        """Check the manifest's empty files against their sources, as every read checks the
+        others: nothing ever reads an empty file, so one caught by the manifest while it was
+        being rewritten (truncated, not yet written) would otherwise arrive empty without a
+        word.  Raises :class:`SourceChanged` for the first that has changed since; one that
+        is gone or unreadable is left alone (the copy is the file as the manifest saw it)."""
+        if not self._read:
+            return
+        for index, entry in enumerate(self._entries):
+            if entry.size or entry.kind != FILETYPE_REGULAR_FILE:
+                continue
+            try:
+                fd = self._open_unchecked(index)
+            except (OSError, CommandError):
+                continue
+            try:
+                self._verify(index, fd)
+            except SourceChanged:
+                raise
+            except CommandError:
+                pass  # no longer a regular file: not a change of content
+            finally:
+                os.close(fd)
+
     def _open_unchecked(self, index: int) -> int:
         """A descriptor of file ``index``, not yet checked against the manifest."""
         if self._closed:

@@ -255,3 +255,26 @@ def test_receiver_killed_at_each_fault_point(tmp_path: Path, point: str) -> None
         receiver.stop()
     assert (dst / "f.bin").read_bytes() == new
     assert sorted(p.name for p in dst.iterdir()) in (["f.bin"], ["f.bin", "f.bin.jetbak"])
+
+
+def test_an_empty_source_written_after_the_manifest_is_sent_again(tmp_path: Path, receiver) -> None:
+    """Nothing reads an empty file, so the check a read makes is made at the end: a source
+    the manifest saw empty (caught while it was being rewritten) and that has content now is
+    sent again, not left empty on the receiver as if the transfer had seen it whole."""
+    rx, dst = receiver
+    src = tmp_path / "late.bin"
+    src.write_bytes(b"")
+    with running_server() as tx:
+        tx.add_user("tx", "tx-pw")
+        with tx.api() as api:
+            api.server.auth("tx", "tx-pw")
+            dest = api.send.createDestination("127.0.0.1", rx.server.recv_port, userName="rx", password="rx-pw")
+            manifest = api.send.waitForManifest(api.send.createManifest({f"/{src.name}": str(src)}))
+            assert manifest["totalSize"] == 0
+            data = os.urandom(300_000)
+            src.write_bytes(data)
+            tid = int(api.send.createTransfer(dest, manifest)["transferId"])
+            done = wait_status(api, tid)
+    assert done["status"] == "complete", done
+    assert done["restarts"] == 1 and "changed" in done["errorMessage"]
+    assert (dst / "late.bin").read_bytes() == data
