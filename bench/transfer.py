@@ -301,10 +301,13 @@ def rates(files: int, times: list[float]) -> str:
 
 
 def ratios(peer: list[float], ours: list[float]) -> str:
-    """Our files/s over the peer's, per round (the peer's time over ours): median and range."""
+    """Our files/s over the peer's, per round (the peer's time over ours): median, how many
+    rounds we were faster in (a median near 1 with about half the rounds either way is a
+    tie, whatever its second digit), and every round's ratio."""
     each = sorted(p / o for p, o in zip(peer, ours, strict=True))
     shown = ", ".join(f"{r:.2f}" for r in each)
-    return f"median {statistics.median(each):.2f}x ({shown})"
+    faster = sum(r > 1 for r in each)
+    return f"median {statistics.median(each):.2f}x, faster in {faster} of {len(each)} rounds ({shown})"
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
