@@ -226,19 +226,11 @@ class _NoRanges(RangeSet):
 
     __slots__ = ()
 
+    # The only way in: subtract, pop_first and clear of an empty set change nothing.
     def add(self, start: int, end: int) -> int:
         if start >= end:
             return 0
         raise TypeError("NO_RANGES is shared and stays empty: give the owner a RangeSet of its own")
-
-    def subtract(self, start: int, end: int) -> int:
-        return 0  # nothing to remove
-
-    def pop_first(self) -> None:
-        return None
-
-    def clear(self) -> None:
-        pass
 
 
 #: One shared empty set, for per-file state that most files of a big transfer never fill:

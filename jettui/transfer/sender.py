@@ -474,6 +474,15 @@ class Sender(SessionBase):
         if newly and self._pending and self._pending[index] is None:
             self._new_remaining -= newly
 
+    def _unacked_blocks(self, index: int) -> RangeSet:
+        """The blocks of file ``index`` not acknowledged: its new blocks when first reached."""
+        n, acked = self._nblocks[index], self._acked[index]
+        if acked.count >= n:
+            return NO_RANGES
+        todo = RangeSet.span(0, n)
+        todo.difference_update(acked)
+        return todo
+
     def _file_index(self, value: object) -> int:
         if not isinstance(value, int) or not 0 <= value < len(self.files):
             raise ControlError(f"file index {value!r} out of range")
@@ -507,10 +516,11 @@ class Sender(SessionBase):
             if todo is None and not done:
                 remaining += nblocks[index]  # not reached yet, nothing of it acknowledged
                 continue
-            # Fixed now: a later "missing" puts blocks back on the resend queue, not here.
             if todo is None:
-                todo = pending[index] = RangeSet.span(0, nblocks[index]) if done < nblocks[index] else NO_RANGES
-            todo.difference_update(acked[index])
+                # Fixed now: a later "missing" puts blocks back on the resend queue, not here.
+                todo = pending[index] = self._unacked_blocks(index)
+            else:
+                todo.difference_update(acked[index])
             remaining += todo.count
             if done and done == nblocks[index]:
                 self._file_acked(index)
@@ -648,8 +658,8 @@ class Sender(SessionBase):
                 newly_total += newly
                 if rs.count == n:
                     self._file_acked(index)
-        newly_total += self._files_complete(((0, ack.complete_below), *ack.complete_ranges))
         self.stats.blocks_acked += newly_total
+        self._files_complete(((0, ack.complete_below), *ack.complete_ranges))
         threshold = self._last_echo - (self._config.reorder_time + rtt.srtt / 8)
         inflight = self._inflight
         retx = self._retx
@@ -670,12 +680,11 @@ class Sender(SessionBase):
         self._rate.on_report(now, ack.owd_min, rtt.srtt, ack.recv_time, ack.bytes_received, self._app_limited)
         self._app_limited = False
 
-    def _files_complete(self, ranges: Sequence[tuple[int, int]]) -> int:
-        """Every block of the files in ``ranges`` (of indices) is in; returns how many
-        blocks that was news of.  Each file is looked at once, whatever the ACKs repeat."""
+    def _files_complete(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """Every block of the files in ``ranges`` (of indices) is in (counted by
+        _count_acked).  Each file is looked at once, whatever the ACKs repeat."""
         known, acked, nblocks, skipped = self._known_complete, self._acked, self._nblocks, self._skipped
         nfiles = len(acked)
-        newly = 0
         for first, end in ranges:
             end = min(end, nfiles)
             if known.covers(first, end):
@@ -685,13 +694,9 @@ class Sender(SessionBase):
                     rs = acked[index]
                     n = nblocks[index]
                     if rs.count != n and index not in skipped:
-                        added = rs.add(0, n)
-                        newly += added
-                        if self._pending and self._pending[index] is None:
-                            self._new_remaining -= added  # see _count_acked
+                        self._count_acked(index, rs.add(0, n))
                         self._file_acked(index)
             known.add(first, end)
-        return newly
 
     def _stall_deadline(self) -> float | None:
         """When new data stops for want of any ACK (None: nothing in flight)."""
@@ -737,8 +742,7 @@ class Sender(SessionBase):
                         return self._run
                     self._cur_file += 1
                     continue
-                todo = pending[cur] = RangeSet.span(0, n)
-                todo.difference_update(acked)
+                todo = pending[cur] = self._unacked_blocks(cur)
             first = todo.pop_first()
             if first is not None:
                 self._run = [cur, first[0], first[1]]

@@ -170,10 +170,6 @@ class _State(enum.IntEnum):
     FINISHED = 2
 
 
-#: The result of a file finished without remark (shared: results are read, never changed).
-_DONE = (True, "")
-
-
 class _File:
     """What the writer knows of one entry.
 
@@ -849,6 +845,21 @@ class FileWriter:
                 _close(old)
         return fd
 
+    @staticmethod
+    def _create_part(f: _File, parent: int, create_mode: int) -> int:
+        """Create the part-file of fresh file ``f``: whatever has the name (a stale part-file,
+        or a link someone planted) is removed and ours made with O_EXCL|O_NOFOLLOW, which
+        never writes through anything."""
+        if f.stale_part:
+            _unlink(parent, f.part)
+        try:
+            fd = os.open(f.part, _O_NEW, create_mode, dir_fd=parent)
+        except FileExistsError:  # appeared since plan(): remove it and try once more
+            _unlink(parent, f.part)
+            fd = os.open(f.part, _O_NEW, create_mode, dir_fd=parent)
+        f.fresh = False
+        return fd
+
     def _open_data(self, f: _File, parent: int, sized: bool = True, create_mode: int = 0o600) -> int:
         """Open (creating if fresh, with ``create_mode``) the file the data of ``f`` goes
         into; a fresh one is sized to the entry unless ``sized`` is False (the caller writes
@@ -869,22 +880,13 @@ class FileWriter:
                 raise
             return fd
         if f.fresh:
-            # Remove whatever has the name (a stale part-file, or a link someone planted)
-            # and create our own: O_EXCL|O_NOFOLLOW never writes through anything.
-            if f.stale_part:
-                _unlink(parent, f.part)
-            try:
-                fd = os.open(f.part, _O_NEW, create_mode, dir_fd=parent)
-            except FileExistsError:  # appeared since plan(): remove it and try once more
-                _unlink(parent, f.part)
-                fd = os.open(f.part, _O_NEW, create_mode, dir_fd=parent)
+            fd = self._create_part(f, parent, create_mode)
             try:
                 if sized:
                     os.ftruncate(fd, size)  # sparse, and the size it must never pass
             except BaseException:
                 os.close(fd)
                 raise
-            f.fresh = False
             return fd
         try:
             fd = os.open(f.part, _O_RW, dir_fd=parent)
@@ -1048,9 +1050,6 @@ class FileWriter:
                     if f.stash is not None:
                         # Checked in memory, then written in one pwrite by _finish_held: the
                         # bytes on disk are the ones verified (no read-back or second fstat).
-                        if f.stash_digest and f.stash_digest == digest:
-                            held.append((f, parent))  # what _verify_bytes concludes first
-                            continue
                         ok, why = self._verify_bytes(f.stash, digest, f.stash_digest)
                         if ok:
                             held.append((f, parent))
@@ -1140,28 +1139,18 @@ class FileWriter:
                 f.stash = None
             self._stashed -= sum(map(len, datas))
         written: list[tuple[_File, int]] = []
-        # The steps of _open_data and _pwrite_all, inline: this loop is what bounds a tree of
-        # small files (the finishing thread), and their calls and checks for other kinds of
-        # file were a fifth of its time besides the system calls.
         for (f, parent), data in zip(held, datas, strict=True):
             fd = None
             try:
                 # Created with its final permissions (the umask applies as for the fchmod of
                 # other files); nothing of it was ever claimed, so a failure leaves nothing.
-                # O_EXCL|O_NOFOLLOW writes through nothing planted at the part-file's name.
-                if f.stale_part:
-                    _unlink(parent, f.part)
-                try:
-                    fd = os.open(f.part, _O_NEW, f.entry.mode & 0o777, dir_fd=parent)
-                except FileExistsError:  # appeared since plan(): remove it and try once more
-                    _unlink(parent, f.part)
-                    fd = os.open(f.part, _O_NEW, f.entry.mode & 0o777, dir_fd=parent)
-                f.fresh = False
+                # Held files are fresh part-files (write()): _open_data's other cases and its
+                # sizing do not apply, and this loop bounds a tree of small files.
+                fd = self._create_part(f, parent, f.entry.mode & 0o777)
                 if torn and len(data) > 1:
                     _pwrite_all(fd, data[: len(data) // 2], 0)
                     fault_point("block-write")
-                if os.pwrite(fd, data, 0) != len(data):
-                    _pwrite_all(fd, data, 0)  # short (not seen on local filesystems): all again
+                _pwrite_all(fd, data, 0)
                 if mtime:
                     os.utime(fd, ns=(time.time_ns(), f.entry.mtime_ns))
                 if each:
@@ -1174,8 +1163,7 @@ class FileWriter:
                         _unlink(parent, f.part)
                 continue
             finally:
-                if fd is not None:
-                    _close(fd)
+                _close(fd)
             written.append((f, parent))
         if not each:
             fault_point("before-fsync")
@@ -1189,17 +1177,9 @@ class FileWriter:
                 results[f.index] = self._failure(exc, f)
             return
         installed: dict[int, list[_File]] = {}
-        # ALWAYS and IN_PLACE_SAME_SIZE (a held file is a fresh part-file in both) rename
-        # here; the other modes, and runs with a fault armed, take _rename_into_place.
-        plain = faults.FAULT is None and self._overwrite not in (OVERWRITE_NEVER, OVERWRITE_VERSIONED)
-        rename = os.rename
         for f, parent in written:
             try:
-                if plain:
-                    rename(f.part, f.name, src_dir_fd=parent, dst_dir_fd=parent)
-                    results[f.index] = outcome = _DONE
-                else:
-                    results[f.index] = outcome = self._rename_into_place(f, parent)
+                results[f.index] = outcome = self._rename_into_place(f, parent)
             except OSError as exc:
                 results[f.index] = self._failure(exc, f)
                 continue
