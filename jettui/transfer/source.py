@@ -647,11 +647,13 @@ class FileSource:
         return digest
 
     def check_empty(self) -> None:
-        """Check the manifest's empty files against their sources, as every read checks the
-        others: nothing ever reads an empty file, so one caught by the manifest while it was
-        being rewritten (truncated, not yet written) would otherwise arrive empty without a
-        word.  Raises :class:`SourceChanged` for the first that has changed since; one that
-        is gone or unreadable is left alone (the copy is the file as the manifest saw it)."""
+        """Check that the manifest's empty files are still empty, as every read checks the
+        others against the manifest: nothing ever reads an empty file, so one caught by the
+        manifest while it was being rewritten (truncated, not yet written) would otherwise
+        arrive empty without a word.  Raises :class:`SourceChanged` for the first that has
+        content now.  Only the size counts: a transfer onto its own source replaces an empty
+        file with another (a new mtime, the same content), and one that is gone, unreadable
+        or no longer regular is left alone (the copy is the file as the manifest saw it)."""
         if not self._read:
             return
         for index, entry in enumerate(self._entries):
@@ -662,13 +664,11 @@ class FileSource:
             except (OSError, CommandError):
                 continue
             try:
-                self._verify(index, fd)
-            except SourceChanged:
-                raise
-            except CommandError:
-                pass  # no longer a regular file: not a change of content
+                st = os.fstat(fd)
             finally:
                 os.close(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size:
+                raise self._changed(index, f"size {st.st_size}, manifest 0")
 
     def _open_unchecked(self, index: int) -> int:
         """A descriptor of file ``index``, not yet checked against the manifest."""

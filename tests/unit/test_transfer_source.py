@@ -432,3 +432,22 @@ def test_large_files_are_hashed_on_the_worker_in_order(fs: FileSystemView, root:
         for offset in range(0, len(body), 60_000):
             assert source.read(0, offset, min(60_000, len(body) - offset)) == body[offset : offset + 60_000]
         assert source.digest(0) == _digest(body)
+
+
+def test_check_empty_sees_content_not_a_new_empty_file(fs: FileSystemView, root: Path) -> None:
+    """An empty file with content now is a change; replaced by another empty file (what a
+    transfer onto its own source does) it is not."""
+    (root / "e").write_bytes(b"")
+    (root / "f").write_bytes(b"data")
+    manifest = build_manifest(fs, {"e": "/e", "f": "/f"})
+    source = FileSource(fs, manifest, manifest.sources, TRANSFER_FLAG_READ)
+    source.check_empty()
+    (root / "e.new").write_bytes(b"")
+    os.utime(root / "e.new", ns=(1, 1))
+    os.replace(root / "e.new", root / "e")
+    source.check_empty()  # still empty: no change, whatever its mtime
+    (root / "e").write_bytes(b"late")
+    with pytest.raises(SourceChanged, match="size 4, manifest 0"):
+        source.check_empty()
+    assert isinstance(source.changed, SourceChanged)
+    source.close()
