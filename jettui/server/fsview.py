@@ -801,6 +801,28 @@ class FileSystemView:
             raise self._error(exc, vpath, "open directory")
 
     @_in_use
+    @_in_use
+    def missing_top(self, path: str) -> tuple[str, str, str] | None:
+        """The topmost directory of ``path`` that does not exist, as ``(its path, its
+        parent's path, its name)``; None when ``path`` exists, or when something other than
+        a missing name is in the way (open_dir_for_write then says what)."""
+        root, vpath = self._locate(path)
+        parts = vpath.parts
+        depth = len(parts)
+        while depth > 0:
+            try:
+                os.close(self._open(root, parts[:depth], _O_SEARCH | os.O_DIRECTORY))
+            except FileNotFoundError:
+                depth -= 1
+                continue
+            except OSError:
+                return None
+            break
+        if depth == len(parts):
+            return None
+        top = VirtualPath(vpath.root, parts[: depth + 1])
+        return top.display(), VirtualPath(vpath.root, parts[:depth]).display(), parts[depth]
+
     def mkfile(self, path: str, size: int, fill_random: bool = False, modify_existing: bool = False) -> None:
         """Create a file of ``size`` bytes (zeros, sparse; or random bytes).
 

@@ -269,6 +269,8 @@ class RecvManager:
                     int(params.get("overwrite", 4)),
                     int(params.get("transferFlags", 3)),
                     block_size=event.block_size,
+                    # The same for every session of this transfer: a resume adopts its stages.
+                    stage_tag=hashlib.sha256(reception.key.encode("utf-8", "surrogatepass")).hexdigest()[:12],
                 )
                 try:
                     return writer, *writer.plan()

@@ -197,14 +197,16 @@ def test_receiver_disk_full_is_a_clear_error_and_the_server_stays_up(tmp_path: P
             assert rx_api.server.echo("still up") == "still up"
             names = {f["name"] for f in rx_api.server.getRequestResult(rx_api.server.lsAsync("/"))["files"]}
             if shape == "many small files":
+                # The tree was being built in its stage, which a resume would adopt: what
+                # is in it is whole.
+                (stage,) = [name for name in names if name.startswith("too-big.bin.") and name.endswith(".jetpart")]
                 sizes = {
                     f["name"]: f["size"]
                     for d in range(4)
-                    for f in rx_api.server.getRequestResult(rx_api.server.lsAsync(f"/too-big.bin/d{d}"))["files"]
+                    for f in rx_api.server.getRequestResult(rx_api.server.lsAsync(f"/{stage}/d{d}"))["files"]
                 }
-                # Nothing truncated under a final name: what is there is whole.
                 assert sizes and set(sizes.values()) == {4096}, sizes
-        assert "too-big.bin" not in names or shape == "many small files"
+        assert "too-big.bin" not in names
     finally:
         receiver.stop()
 
