@@ -835,6 +835,9 @@ class SendManager:
             acked=checkpoint.ranges if checkpoint and checkpoint.block_size == config.resolved_block_size() else None,
             peer_addr=addr,
         )
+        # Every session gives every file a verdict (a resume's files present on the receiver
+        # too): counting from zero keeps a resumed transfer's figures within totalFiles.
+        t["filesComplete"] = t["filesSkipped"] = t["filesFailed"] = 0
         run.session = endpoint.add(sender, lambda s, e: self._on_event(t, run, e), lambda s: self._finished(run))
         if t["status"] == TRANSFER_STATUS_SUSPENDED:
             sender.pause()

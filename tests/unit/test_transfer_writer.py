@@ -15,7 +15,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,9 +39,9 @@ from jettui.transfer.digest import digest_of, new_hasher
 from jettui.transfer.manifest import FileEntry
 from jettui.transfer.ranges import RangeSet
 from jettui.transfer.writer import SIDECAR_MAGIC, FileWriter, bytes_to_blocks, part_names
+from tests.unit.conftest import SECRET
 
 BS = 4096
-SECRET = b"canary outside the sandbox"
 MTIME = 1_600_000_000_000_000_000
 GiB = 1 << 30
 ALL_MODES = [OVERWRITE_ALWAYS, OVERWRITE_VERSIONED, OVERWRITE_NEVER, OVERWRITE_IN_PLACE_SAME_SIZE]
@@ -54,22 +53,6 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         pytest.skip("this kernel has no openat2(2)")
     monkeypatch.setattr(fsview, "USE_OPENAT2", request.param == "openat2")
     return str(request.param)
-
-
-@pytest.fixture
-def dst(tmp_path: Path) -> Path:
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "secret.txt").write_bytes(SECRET)
-    root = tmp_path / "dst"
-    (root / "in").mkdir(parents=True)
-    return root
-
-
-@pytest.fixture
-def fs(dst: Path) -> Iterator[FileSystemView]:
-    view = FileSystemView({"": str(dst)})
-    yield view
-    view.close()
 
 
 def entry(path: str, data: bytes, mtime: int = MTIME, mode: int = 0o644) -> FileEntry:
