@@ -1302,41 +1302,41 @@ class FileWriter:
         remove what is left of the stage.  Returns "" or what could not be moved."""
         problems: list[str] = []
         moved = 0
-        inside = sorted((f for f in self._files if f.stage is stage), key=lambda f: f.vparent)
-        src = dst = None
-        at = None
+        inside = sorted(
+            (f for f in self._files if f.stage is stage and f.mode is not _Mode.SKIP), key=lambda f: f.vparent
+        )
+        dirs: tuple[str, int, int] | None = None  # (virtual directory, staged descriptor, final descriptor)
         try:
             for f in inside:
-                if f.mode is _Mode.SKIP:
-                    continue
-                if f.mode is _Mode.DIR:
-                    os.close(self._fs.open_dir_for_write(f.display, create=True))
-                    continue
-                if f.vparent != at:
-                    if dst is not None:
-                        os.fsync(dst)
-                    _close(src)
-                    _close(dst)
-                    src = dst = None
-                    src = self._fs.open_dir_for_write(stage.where(f.vparent), create=False)
-                    dst = self._fs.open_dir_for_write(f.vparent, create=True)
-                    at = f.vparent
-                assert src is not None and dst is not None
                 try:
-                    ok, why = self._rename_into_place(f, dst, (src, f.name))
+                    if f.mode is _Mode.DIR:
+                        os.close(self._fs.open_dir_for_write(f.display, create=True))
+                        continue
+                    if dirs is None or dirs[0] != f.vparent:
+                        if dirs is not None:
+                            done, dirs = dirs, None
+                            self._close_pair(done)
+                        src = self._fs.open_dir_for_write(stage.where(f.vparent), create=False)
+                        try:
+                            dirs = (f.vparent, src, self._fs.open_dir_for_write(f.vparent, create=True))
+                        except BaseException:
+                            os.close(src)
+                            raise
+                    ok, why = self._rename_into_place(f, dirs[2], (dirs[1], f.name))
+                except CommandError as exc:
+                    ok, why = False, exc.message
                 except OSError as exc:
                     ok, why = False, f"{f.display}: {os.strerror(exc.errno or errno.EIO)}"
                 if ok:
                     moved += 1
                 else:
                     problems.append(why)
-            if dst is not None:
-                os.fsync(dst)
-        except (OSError, CommandError) as exc:
-            problems.append(exc.message if isinstance(exc, CommandError) else os.strerror(exc.errno or errno.EIO))
         finally:
-            _close(src)
-            _close(dst)
+            if dirs is not None:
+                try:
+                    self._close_pair(dirs)
+                except OSError as exc:
+                    problems.append(f"{dirs[0]}: {os.strerror(exc.errno or errno.EIO)}")
         for vpath in stage.dirs:
             self._real.pop(vpath, None)
         self._remove_stage(stage)
@@ -1345,6 +1345,15 @@ class FileWriter:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return (f"{stage.top} appeared during the transfer; {moved} received entries were moved into it, "
                 f"the rest stay in {stage.staged}: {problems[0]}{more}")  # fmt: skip
+
+    @staticmethod
+    def _close_pair(dirs: tuple[str, int, int]) -> None:
+        """Close a staged directory and its final one, fsynced first (its new names)."""
+        try:
+            os.fsync(dirs[2])
+        finally:
+            os.close(dirs[1])
+            os.close(dirs[2])
 
     def _remove_stage(self, stage: _Stage) -> None:
         """Remove the stage's directories that are empty, deepest first."""

@@ -122,7 +122,14 @@ def _make_tree(src: Path, seed: int) -> dict[str, bytes]:
 
 
 def _session(
-    src_fs: FileSystemView, dst_fs: FileSystemView, flags: int, seed: int, loss: float, *, overwrite: int = 4
+    src_fs: FileSystemView,
+    dst_fs: FileSystemView,
+    flags: int,
+    seed: int,
+    loss: float,
+    *,
+    overwrite: int = 4,
+    stage_tag: str | None = None,
 ) -> tuple[FileSimulation, FileSource]:
     manifest = build_manifest(src_fs, {"/": "/tree"})
     source = FileSource(src_fs, manifest, manifest.sources, flags, recheck_bytes=256 * 1024)
@@ -136,7 +143,7 @@ def _session(
     def make_writer(event: TransferRequested) -> FileWriter:
         p = event.params
         return FileWriter(dst_fs, p["destinationPath"], list(event.files), p["overwrite"], p["transferFlags"], None,
-                          block_size=event.block_size)  # fmt: skip
+                          block_size=event.block_size, stage_tag=stage_tag)  # fmt: skip
 
     return FileSimulation(sender, receiver, sink, make_writer, seed, loss), source
 
@@ -159,16 +166,22 @@ def _assert_identical(src: Path, dst: Path) -> None:
     assert listing(dst) == listing(src)
 
 
-def test_tree_over_a_lossy_link_ends_byte_identical(trees: tuple[Path, Path, FileSystemView, FileSystemView]) -> None:
+@pytest.mark.parametrize("stage_tag", [None, "c0ffee000001"])
+def test_tree_over_a_lossy_link_ends_byte_identical(
+    trees: tuple[Path, Path, FileSystemView, FileSystemView], stage_tag: str | None
+) -> None:
+    """Into /in, which the transfer creates: in place, or in a stage (with a tag)."""
     src, dst, src_fs, dst_fs = trees
     _make_tree(src, 1)
-    sim, source = _session(src_fs, dst_fs, TRANSFER_FLAG_READ_WRITE | TRANSFER_FLAG_WRITE_MTIME, seed=7, loss=0.05)
+    flags = TRANSFER_FLAG_READ_WRITE | TRANSFER_FLAG_WRITE_MTIME
+    sim, source = _session(src_fs, dst_fs, flags, seed=7, loss=0.05, stage_tag=stage_tag)
     sim.run(until=120)
     assert sim.sender.state is SenderState.COMPLETE, sim.sender_events
     assert sim.receiver.state is ReceiverState.CLOSED, sim.receiver_events
     assert isinstance(sim.sender_events[-1], TransferCompleted) and sim.sender_events[-1].failed == ()
     assert sim.sender.stats.blocks_retransmitted > 0  # the loss really hit data
     _assert_identical(src / "tree", dst / "in")
+    assert [p.name for p in dst.iterdir()] == ["in"]
     big = (src / "tree" / "big.bin").stat()
     assert (dst / "in" / "big.bin").stat().st_mtime_ns == big.st_mtime_ns
     source.close()
@@ -245,7 +258,8 @@ def writer_job(cfg: dict[str, Any], check_present: Callable[[int, RangeSet], Non
     ]
     rng = random.Random(cfg["seed"])
     with FileSystemView({"": cfg["root"]}) as fs:
-        w = FileWriter(fs, "/in", entries, cfg["overwrite"], TRANSFER_FLAG_READ_WRITE, block_size=BS)
+        w = FileWriter(fs, cfg.get("dest", "/in"), entries, cfg["overwrite"], TRANSFER_FLAG_READ_WRITE, block_size=BS,
+                       stage_tag=cfg.get("tag"))  # fmt: skip
         present, skip = w.plan()
         writes = 0
         for i, entry in enumerate(entries):
@@ -393,6 +407,39 @@ def test_crash_in_a_batch_of_small_files_then_resume(tmp_path: Path, point: str,
     """Small files are created by finish_files from memory, a batch at a time, with the
     same steps and fault points as part-files written block by block."""
     _crash_and_resume(tmp_path, point, hit, overwrite, seed=5, small=True)
+
+
+@pytest.mark.parametrize(
+    ("point", "hit", "small"),
+    [
+        ("block-write", 30, False),
+        ("before-rename", 1, False),
+        ("before-rename", 4, False),
+        ("checkpoint-write", 4, False),
+        ("block-write", 4, True),
+        ("before-fsync", 1, True),
+        ("before-rename", 1, True),
+        ("before-dir-fsync", 1, True),
+    ],
+)
+def test_crash_in_a_staged_directory_then_resume(tmp_path: Path, point: str, hit: int, small: bool) -> None:
+    """Into a directory the transfer creates (a stage, writer docstring): after the kill the
+    directory is absent or whole; the resume adopts the stage and the directory appears whole."""
+    cfg, new, old = _crash_case(tmp_path, OVERWRITE_ALWAYS, seed=9, small=small)
+    tag = "feedc0de0001"
+    cfg.update(dest="/in/new", tag=tag)
+    env = dict(os.environ, JETTUI_FAULT=f"{point}:{hit}")
+    proc = subprocess.run([sys.executable, "-c", _JOB, json.dumps(cfg)], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, f"{point}:{hit} was not reached: rc={proc.returncode} {proc.stderr}"
+    directory = Path(cfg["root"]) / "in"
+    final = directory / "new"
+    if final.exists():  # killed after the stage's rename
+        assert {p.name: p.read_bytes() for p in final.iterdir()} == new
+    assert {p.name for p in directory.iterdir()} <= {*old, "new", f"new.{tag}.jetpart"}
+    writer_job(cfg)
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == new
+    assert {p.name for p in directory.iterdir()} == {*old, "new"}
 
 
 def test_every_fault_point_is_in_the_matrix() -> None:

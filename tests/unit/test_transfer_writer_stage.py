@@ -165,6 +165,26 @@ def test_a_final_name_that_appears_meanwhile_is_merged_into(fs: FileSystemView, 
         no_aux(dst)
 
 
+def test_a_merge_moves_what_it_can(fs: FileSystemView, dst: Path) -> None:
+    """An entry that cannot be merged (a file where its directory should be) fails alone."""
+    data = os.urandom(3000)
+    w = staged(fs, [FileEntry("new/empty", 0, MTIME, FILETYPE_DIRECTORY), entry("new/f", data)])
+    w.plan()
+    send(w, 1, data)
+    assert w.finish_file(0) == (True, "")
+    (dst / "in/new").mkdir()
+    (dst / "in/new/empty").write_bytes(b"a file")
+    ok, message = w.finish_file(1)
+    w.close()
+    assert not ok
+    assert message == (
+        f"/in/new appeared during the transfer; 1 received entries were moved into it, the rest stay in /in/{STAGE}: "
+        "cannot create directory /in/new/empty: it exists and is not a directory"
+    )
+    assert files_under(dst / "in/new") == {"f": data, "empty": b"a file"}
+    assert not (dst / "in" / STAGE).exists()  # nothing was left in it: removed
+
+
 def test_staging_is_off_without_a_tag_or_when_a_name_could_clash(fs: FileSystemView, dst: Path) -> None:
     data = os.urandom(3000)
     cases = [
