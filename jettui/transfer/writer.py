@@ -1257,6 +1257,8 @@ class FileWriter:
         A stage that cannot be published fails those of its files in this batch."""
         complete: list[_Stage] = []
         with self._lock:
+            if self._closed:
+                return  # aborted (superseded by a resumed session, which adopts the stage)
             for f, _ in owned:
                 stage = f.stage
                 if stage is not None and results[f.index][0]:
