@@ -801,7 +801,6 @@ class FileSystemView:
             raise self._error(exc, vpath, "open directory")
 
     @_in_use
-    @_in_use
     def missing_top(self, path: str) -> tuple[str, str, str] | None:
         """The topmost directory of ``path`` that does not exist, as ``(its path, its
         parent's path, its name)``; None when ``path`` exists, or when something other than
@@ -823,6 +822,7 @@ class FileSystemView:
         top = VirtualPath(vpath.root, parts[: depth + 1])
         return top.display(), VirtualPath(vpath.root, parts[:depth]).display(), parts[depth]
 
+    @_in_use
     def mkfile(self, path: str, size: int, fill_random: bool = False, modify_existing: bool = False) -> None:
         """Create a file of ``size`` bytes (zeros, sparse; or random bytes).
 

@@ -850,3 +850,13 @@ def test_ls_of_100k_entries_is_fast(mode: str, tmp_path: Path) -> None:
     assert spent < 1.8 * floor + 0.02
     # The target on an ordinary machine; a VM where one lstat costs 4 µs has no room.
     assert spent < 0.5 or floor > 0.3
+
+
+def test_every_public_method_waits_for_close() -> None:
+    """Each public call is counted in flight (_in_use), so close() defers closing the roots
+    until it returns; exactly once, or a call would count itself twice."""
+    methods = {name: getattr(FileSystemView, name) for name in vars(FileSystemView) if not name.startswith("_")}
+    methods.pop("close")
+    for name, method in methods.items():
+        assert hasattr(method, "__wrapped__"), f"{name} is not guarded by _in_use"
+        assert not hasattr(method.__wrapped__, "__wrapped__"), f"{name} is guarded twice"
