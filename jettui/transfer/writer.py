@@ -30,12 +30,19 @@ final name exists before then, so the small files held in memory (below) go into
 under their final names with one create and one ``pwrite`` each, without a part-file of
 their own, a rename, a sync or a directory fsync (three system calls a file instead of
 four, a batch's syncfs and its directory fsyncs: 13.2 -> 8.5 us a file on tmpfs, measured).
-Larger files go through part-files inside the stage as anywhere else.  A transfer that
-stops keeps its stage, and its resume (the same tag) adopts it: a file found under its
-final name there is kept when its digest is the manifest's and written again otherwise.
-If the final name appears meanwhile, the finished entries are moved into it one by one, as
-the overwrite mode says (:meth:`FileWriter._merge`).  As with ``rsync --delay-updates``,
-a new tree appears whole, at the end.
+Larger files go through part-files inside the stage as anywhere else.  Each batch of
+verified files is appended to the stage's journal, ``<name>.<tag>.jetpart.ckpt`` beside
+it: entry path, size, mtime and the digest they were verified against.  A transfer that
+stops keeps its stage and journal, and its resume (the same tag) adopts them: a file in the
+stage is kept when the journal has it and its content has that digest (neither the files
+nor the journal are synced before the publication, so a crash may have cut either short),
+and everything else there that is not a part-file or sidecar is removed.  A stage is
+published when every entry in it has its verdict, good or not: a file that failed is
+absent, as it would be without a stage.  If the final name appears meanwhile, the finished
+entries are moved into it one by one (:meth:`FileWriter._merge`: NEVER keeps what is
+there, VERSIONED keeps it as a backup, the other modes replace it, as for a target that
+appears during any transfer).  As with ``rsync --delay-updates``, a new tree appears
+whole, at the end.
 
 Overwrite modes (constants.OVERWRITE_*), decided per file by :meth:`FileWriter.plan`:
 
@@ -167,6 +174,7 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_RW = os.O_RDWR | os.O_NOFOLLOW | _CLOEXEC
 _O_NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_O_LOG = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _NO_HARDLINKS = {errno.EPERM, errno.EMLINK, errno.EXDEV, getattr(errno, "ENOTSUP", -1), errno.EOPNOTSUPP}
 
@@ -255,7 +263,7 @@ class _File:
 class _Stage:
     """A directory the transfer creates, built under a staging name (module docstring)."""
 
-    __slots__ = ("top", "parent", "name", "staged_name", "staged", "dirs", "left")
+    __slots__ = ("top", "parent", "name", "staged_name", "staged", "dirs", "left", "adopted", "journal", "log_fd")
 
     def __init__(self, top: str, parent: str, name: str, staged_name: str) -> None:
         self.top = top  # virtual path of the directory
@@ -264,7 +272,16 @@ class _Stage:
         self.staged_name = staged_name
         self.staged = _join(parent, staged_name)  # virtual path it is built at
         self.dirs: list[str] = []  # virtual paths of the directories planned inside it
-        self.left = 0  # entries inside it not finished yet
+        self.left = 0  # entries inside it without a verdict yet
+        self.adopted = False  # it was there already: an earlier session's
+        # The earlier sessions' journal: entry path -> (size, mtime, digest) of files finished.
+        self.journal: dict[str, tuple[int, int, bytes]] = {}
+        self.log_fd: int | None = None  # this session's appends to the journal
+
+    @property
+    def log_name(self) -> str:
+        """The journal's name, beside the stage (a sidecar's suffix: a recognisable leftover)."""
+        return self.staged_name + ".ckpt"
 
     def where(self, vpath: str) -> str:
         """Where directory ``vpath`` (the top or inside it) is while it is staged."""
@@ -612,9 +629,35 @@ class FileWriter:
             for fd in dirs.values():
                 _close(fd)
         for stage in self._stages.values():
+            if stage is not None and stage.adopted:
+                self._clean_stage(stage)
             if stage is not None and not stage.left:
                 self._publish(stage)  # every entry in it declined: no finish will come
         return present, skip
+
+    def _clean_stage(self, stage: _Stage) -> None:
+        """Remove from an adopted stage every file that plan() did not find whole (DONE) and
+        that is not a part-file or sidecar: a file of an earlier manifest, or one plan()
+        skipped, would otherwise be published unverified."""
+        keep = {(stage.where(f.vparent), f.name) for f in self._files if f.stage is stage and f.mode is _Mode.DONE}
+        todo = [stage.staged]
+        while todo:
+            vdir = todo.pop()
+            try:
+                fd = self._fs.open_dir_for_write(vdir, create=False)
+            except CommandError:
+                continue
+            try:
+                with os.scandir(fd) as listing:
+                    found = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+                for name, is_dir in found:
+                    if is_dir:
+                        todo.append(_join(vdir, name))
+                    elif not name.endswith(_AUX_SUFFIXES) and (vdir, name) not in keep:
+                        with contextlib.suppress(OSError):
+                            _unlink(fd, name)
+            finally:
+                os.close(fd)
 
     def _place(self, vpath: str) -> _Stage | None:
         """Decide whether directory ``vpath`` is built in a stage (plan() only): yes when it
@@ -654,7 +697,42 @@ class FileWriter:
             os.close(pfd)
         if st is not None and not stat.S_ISDIR(st.st_mode):
             return None
-        return _Stage(top, parent, name, staged_name)
+        stage = _Stage(top, parent, name, staged_name)
+        if st is not None:
+            stage.adopted = True
+            stage.journal = self._read_journal(parent, stage.log_name)
+        return stage
+
+    def _read_journal(self, parent: str, name: str) -> dict[str, tuple[int, int, bytes]]:
+        """The records of a stage's journal, up to the first damaged one (a crash may have
+        cut the unsynced file anywhere); none when it is missing or not a regular file."""
+        records: dict[str, tuple[int, int, bytes]] = {}
+        try:
+            pfd = self._fs.open_dir_for_write(parent, create=False)
+            try:
+                fd = os.open(name, _O_READ, dir_fd=pfd)
+            finally:
+                os.close(pfd)
+        except (OSError, CommandError):
+            return records
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return records
+            unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_SIDECAR_BYTES, max_bin_len=1024,
+                                        max_str_len=1 << 16, max_array_len=8, max_map_len=0, max_ext_len=0)  # fmt: skip
+            while chunk := os.read(fd, _HASH_CHUNK):
+                unpacker.feed(chunk)
+                for record in unpacker:
+                    path, size, mtime, digest = record
+                    if not (isinstance(path, str) and type(size) is int and type(mtime) is int
+                            and isinstance(digest, bytes)):  # fmt: skip
+                        return records
+                    records[path] = (size, mtime, digest)
+        except Exception:  # any damage ends the journal there, never the transfer
+            return records
+        finally:
+            os.close(fd)
+        return records
 
     def _open_dir(self, vpath: str, create: bool) -> int:
         """A descriptor on directory ``vpath``, wherever it is (staged or in place)."""
@@ -762,13 +840,24 @@ class FileWriter:
             )
 
     def _staged_whole(self, f: _File, parent: int, target: os.stat_result) -> bool:
-        """Whether the file at ``f``'s name in its stage is whole: its digest is the manifest's
-        (and the block size is known, to report its blocks as present)."""
-        if not stat.S_ISREG(target.st_mode) or target.st_size != f.entry.size or not self._block_size:
+        """Whether the file at ``f``'s name in its stage is whole: the stage's journal has this
+        entry and the file has the digest recorded there (and the block size is known, to
+        report its blocks as present)."""
+        assert f.stage is not None
+        entry = f.entry
+        record = f.stage.journal.get(entry.path)
+        if record is None or record[:2] != (entry.size, entry.mtime_ns) or not self._block_size:
             return False
-        fd = os.open(f.name, _O_READ, dir_fd=parent)
+        if not stat.S_ISREG(target.st_mode) or target.st_size != entry.size:
+            return False
         try:
-            return self._verify(fd, f.entry, f.entry.digest)[0]
+            fd = os.open(f.name, _O_READ, dir_fd=parent)
+        except OSError:
+            return False  # unreadable (its mode bits are the source's): written again
+        try:
+            return self._verify(fd, entry, record[2])[0]
+        except OSError:
+            return False
         finally:
             os.close(fd)
 
@@ -1136,6 +1225,7 @@ class FileWriter:
         """
         results: dict[int, tuple[bool, str]] = {}
         owned: list[tuple[_File, int | None]] = []
+        settled: list[_File] = []  # files given their verdict by this call
         expected = dict(zip(indices, digests, strict=True)) if digests is not None else {}
         with self._lock:
             for index in indices:
@@ -1157,8 +1247,10 @@ class FileWriter:
                             os.close(fd)
                             f.state = _State.FINISHED
                             results[index] = (False, exc.message)
+                            settled.append(f)
                             continue
                     owned.append((f, fd))
+                    settled.append(f)
         # A checkpoint that picked one of these files before FINISHING was set may still be
         # writing its sidecar: wait it out, so the sidecar cannot reappear after we remove it.
         # Later checkpoints see FINISHING and leave the file alone.
@@ -1248,29 +1340,56 @@ class FileWriter:
                 if f.have:
                     f.have = NO_RANGES
         if self._stages:
-            self._settle(owned, results)
+            self._settle(settled, results, expected)
         return [results[index] for index in indices]
 
     # -- stages ----------------------------------------------------------------------------------------
-    def _settle(self, owned: Sequence[tuple[_File, int | None]], results: dict[int, tuple[bool, str]]) -> None:
-        """Count the finished entries of stages; publish each stage whose last one this was.
-        A stage that cannot be published fails those of its files in this batch."""
+    def _settle(
+        self, settled: Sequence[_File], results: dict[int, tuple[bool, str]], expected: dict[int, bytes]
+    ) -> None:
+        """Count the verdicts given to the entries of stages, record the good ones in their
+        stage's journal, and publish each stage whose last verdict this was.  A stage that
+        cannot be published fails those of its files in this batch."""
         complete: list[_Stage] = []
+        records: dict[_Stage, list[bytes]] = {}
         with self._lock:
             if self._closed:
                 return  # aborted (superseded by a resumed session, which adopts the stage)
-            for f, _ in owned:
+            for f in settled:
                 stage = f.stage
-                if stage is not None and results[f.index][0]:
-                    stage.left -= 1
-                    if not stage.left:
-                        complete.append(stage)
+                if stage is None:
+                    continue
+                if results[f.index][0] and f.mode is _Mode.PART:
+                    entry = f.entry
+                    digest = expected.get(f.index) or entry.digest
+                    records.setdefault(stage, []).append(
+                        msgpack.packb([entry.path, entry.size, entry.mtime_ns, digest])
+                    )
+                stage.left -= 1
+                if not stage.left:
+                    complete.append(stage)
+        for stage, batch in records.items():
+            if stage not in complete:  # (a stage being published needs no journal)
+                self._log(stage, b"".join(batch))
         for stage in complete:
             error = self._publish(stage)
             if error:
-                for f, _ in owned:
+                for f in settled:
                     if f.stage is stage and results[f.index][0]:
                         results[f.index] = (False, error)
+
+    def _log(self, stage: _Stage, data: bytes) -> None:
+        """Append to the stage's journal (unsynced: a resume checks what it says)."""
+        try:
+            if stage.log_fd is None:
+                pfd = self._fs.open_dir_for_write(stage.parent, create=False)
+                try:
+                    stage.log_fd = os.open(stage.log_name, _O_LOG, 0o600, dir_fd=pfd)
+                finally:
+                    os.close(pfd)
+            os.write(stage.log_fd, data)
+        except (OSError, CommandError):
+            pass  # a file without its record is sent again by a resume, no more
 
     def _publish(self, stage: _Stage) -> str:
         """Put a complete stage under its final name: syncfs (every file in it is durable,
@@ -1283,6 +1402,11 @@ class FileWriter:
         try:
             fault_point("before-fsync")
             _syncfs_raising(parent)
+            # The journal goes first: a crash before the rename then costs a resume the
+            # stage's files (sent again), where the other order would leave it behind for good.
+            _close(stage.log_fd)
+            stage.log_fd = None
+            _unlink(parent, stage.log_name)
             fault_point("before-rename")
             try:
                 fsview._rename_noreplace(parent, stage.staged_name, parent, stage.name)
@@ -1630,6 +1754,10 @@ class FileWriter:
             for index in self._fds:
                 self._files[index].pending = None
             fds = list(self._fds.values()) + list(self._dirs.values())
+            for stage in self._stages.values():
+                if stage is not None and stage.log_fd is not None:
+                    fds.append(stage.log_fd)
+                    stage.log_fd = None
             self._fds.clear()
             self._dirs.clear()
         for fd in fds:

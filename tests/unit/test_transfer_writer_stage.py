@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from jettui.constants import (
@@ -91,25 +92,35 @@ def test_a_new_directory_appears_whole_when_its_last_entry_is_finished(fs: FileS
     canary_intact(dst)
 
 
+def bare(entries: list[FileEntry]) -> list[FileEntry]:
+    """The entries without digests, as the server's manifests are (digests go with the data)."""
+    return [FileEntry(e.path, e.size, e.mtime_ns, e.kind, mode=e.mode) for e in entries]
+
+
 def test_a_resume_adopts_the_stage_and_rewrites_what_is_not_whole(fs: FileSystemView, dst: Path) -> None:
-    """The first session finishes three held files, checkpoints a block of the big one, fails
-    one file's verification and stops.  A crash spoilt two of the finished files (nothing
-    syncs a stage's files before its publication): one cut short, one the right size but
-    zeros.  The resume reports the whole file and the checkpointed block as present, writes
-    the rest again, and the tree appears whole."""
+    """The first session finishes three held files (verified against the digests that came
+    with their data, as the server's manifests carry none), checkpoints a block of the big
+    one, fails one file's verification and stops.  A crash spoilt two of the finished files
+    (nothing syncs a stage's files before its publication): one cut short, one the right
+    size but zeros.  The resume reports the whole file (its journal record and content
+    agree) and the checkpointed block as present, writes the rest again, and the tree
+    appears whole."""
     entries, datas = tree()
     for name in ("u", "v"):
         datas.append(os.urandom(2000))
         entries.append(entry(f"new/a/{name}", datas[-1]))
+    digests = [e.digest for e in entries]
+    entries = bare(entries)
     w = staged(fs, entries)
     w.plan()
     for i in (0, 1, 6, 7):
         send(w, i, datas[i])
     send(w, 2, datas[2], [0])
-    assert w.finish_files([0, 1, 6], [b""] * 3) == [(True, "")] * 3
+    assert w.finish_files([0, 1, 6], [digests[0], digests[1], digests[6]]) == [(True, "")] * 3
     assert w.finish_file(7, digest_of(b"something else"))[0] is False
     assert w.checkpoint() == 1
     w.abort()
+    assert (dst / "in" / f"{STAGE}.ckpt").is_file()  # the journal
     with open(dst / "in" / STAGE / "a/b/t", "r+b") as torn:
         torn.truncate(100)
     (dst / "in" / STAGE / "a/s").write_bytes(bytes(len(datas[0])))
@@ -122,11 +133,49 @@ def test_a_resume_adopts_the_stage_and_rewrites_what_is_not_whole(fs: FileSystem
     for i, data in enumerate(datas):
         count = -(-len(data) // BS)
         send(w2, i, data, [b for b in range(count) if b not in present.get(i, RangeSet())])
-    assert w2.finish_files(list(range(len(datas))), [b""] * len(datas)) == [(True, "")] * len(datas)
+    assert w2.finish_files(list(range(len(datas))), digests) == [(True, "")] * len(datas)
     w2.close()
     assert files_under(dst / "in/new") == expected(entries, datas)
-    assert not (dst / "in" / STAGE).exists()
+    assert sorted(p.name for p in (dst / "in").iterdir()) == ["new", "top"]  # no stage, no journal
     no_aux(dst)
+
+
+def test_an_adopted_stage_keeps_only_what_its_journal_vouches_for(fs: FileSystemView, dst: Path) -> None:
+    """A file of an earlier manifest, a file the journal has another mtime for, and a link are
+    removed from an adopted stage; part-files stay for their sidecars; a journal cut short
+    in its last record still vouches for the records before it."""
+    a, b, c = os.urandom(3000), os.urandom(3000), os.urandom(3000)
+    stage = dst / "in" / STAGE  # as an earlier session left it
+    stage.mkdir()
+    for name, data in (("a", a), ("b", b), ("old", c), ("stray.jetpart", b"part")):
+        (stage / name).write_bytes(data)
+    (stage / "link").symlink_to("a")
+    records = [("new/a", MTIME, a), ("new/b", MTIME + 1, b), ("new/old", MTIME, c)]
+    journal = b"".join(msgpack.packb([p, 3000, m, digest_of(d)]) for p, m, d in records)
+    (dst / "in" / f"{STAGE}.ckpt").write_bytes(journal + msgpack.packb(["new/z", 1, 2, b"x"])[:-2])
+    w2 = staged(fs, [entry("new/a", a), entry("new/b", b)])
+    present, skip = w2.plan()
+    assert (present, skip) == ({0: RangeSet([(0, 1)])}, {})
+    assert sorted(p.name for p in stage.iterdir()) == ["a", "stray.jetpart"]
+    send(w2, 1, b)
+    assert w2.finish_files([0, 1], [b""] * 2) == [(True, "")] * 2
+    w2.close()
+    assert files_under(dst / "in/new") == {"a": a, "b": b, "stray.jetpart": b"part"}
+
+
+def test_a_stage_is_published_when_every_entry_has_its_verdict(fs: FileSystemView, dst: Path) -> None:
+    """A file that fails verification is absent from the published tree, as it would be
+    without a stage; the others are in place."""
+    a, b = os.urandom(3000), os.urandom(3000)
+    w = staged(fs, [entry("new/a", a), entry("new/b", b)])
+    w.plan()
+    send(w, 0, a)
+    send(w, 1, b)
+    assert w.finish_file(0) == (True, "")
+    assert w.finish_file(1, digest_of(b"not it"))[0] is False
+    w.close()
+    assert files_under(dst / "in/new") == {"a": a}
+    assert sorted(p.name for p in (dst / "in").iterdir()) == ["new"]
 
 
 @pytest.mark.parametrize(
