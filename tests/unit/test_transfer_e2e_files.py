@@ -436,7 +436,7 @@ def test_crash_in_a_staged_directory_then_resume(tmp_path: Path, point: str, hit
     final = directory / "new"
     if final.exists():  # killed after the stage's rename
         assert {p.name: p.read_bytes() for p in final.iterdir()} == new
-    assert {p.name for p in directory.iterdir()} <= {*old, "new", f"new.{tag}.jetpart"}
+    assert {p.name for p in directory.iterdir()} <= {*old, "new", f"new.{tag}.jetpart", f"new.{tag}.jetpart.ckpt"}
     writer_job(cfg)
     assert {p.name: p.read_bytes() for p in final.iterdir()} == new
     assert {p.name for p in directory.iterdir()} == {*old, "new"}
