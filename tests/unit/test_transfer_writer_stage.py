@@ -151,8 +151,9 @@ def test_an_adopted_stage_keeps_only_what_its_journal_vouches_for(fs: FileSystem
         (stage / name).write_bytes(data)
     (stage / "link").symlink_to("a")
     records = [("new/a", MTIME, a), ("new/b", MTIME + 1, b), ("new/old", MTIME, c)]
-    journal = b"".join(msgpack.packb([p, 3000, m, digest_of(d)]) for p, m, d in records)
-    (dst / "in" / f"{STAGE}.ckpt").write_bytes(journal + msgpack.packb(["new/z", 1, 2, b"x"])[:-2])
+    journal = msgpack.packb([[p, 3000, m, digest_of(d)] for p, m, d in records[:2]])  # two appends
+    journal += msgpack.packb([[p, 3000, m, digest_of(d)] for p, m, d in records[2:]])
+    (dst / "in" / f"{STAGE}.ckpt").write_bytes(journal + msgpack.packb([["new/z", 1, 2, b"x"]])[:-2])
     w2 = staged(fs, [entry("new/a", a), entry("new/b", b)])
     present, skip = w2.plan()
     assert (present, skip) == ({0: RangeSet([(0, 1)])}, {})
