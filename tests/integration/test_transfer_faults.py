@@ -3,6 +3,7 @@ it is sent, and a receiver whose disk fills up."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,24 @@ def order(api: APIInterface, rx: ServerThread, src: Path, **kw: object) -> int:
     return int(api.send.createTransfer(dest, manifest, **kw)["transferId"])
 
 
+@contextlib.contextmanager
+def sender() -> Iterator[APIInterface]:
+    """An in-process sending server and a client logged in to it."""
+    with running_server() as tx:
+        tx.add_user("tx", "tx-pw")
+        with tx.api() as api:
+            api.server.auth("tx", "tx-pw")
+            yield api
+
+
+def order_to(api: APIInterface, receiver: Daemon, src: Path, rate: int | None = None, **kw: object) -> int:
+    """Send ``src`` to a receiving Daemon (at ``rate`` kbit/s at most) as ``/<its name>``."""
+    dest = api.send.createDestination("127.0.0.1", receiver.recv_port, userName=receiver.user,
+                                      password=f"{receiver.user}-pw", sendRateMax=rate)  # fmt: skip
+    manifest = api.send.waitForManifest(api.send.createManifest({f"/{src.name}": str(src)}))
+    return int(api.send.createTransfer(dest, manifest, **kw)["transferId"])
+
+
 def test_kill_9_of_the_sender_resumes_byte_identical(tmp_path: Path, receiver) -> None:
     rx, dst = receiver
     src = tmp_path / "big.bin"
@@ -125,20 +145,14 @@ def test_kill_9_of_the_receiver_resumes_byte_identical(tmp_path: Path) -> None:
     src.write_bytes(data)
     receiver = Daemon(tmp_path / "rx-state", "rx", "--sandbox-dir", str(dst)).start()
     try:
-        with running_server() as tx:
-            tx.add_user("tx", "tx-pw")
-            with tx.api() as api:
-                api.server.auth("tx", "tx-pw")
-                dest = api.send.createDestination("127.0.0.1", receiver.recv_port, userName="rx", password="rx-pw",
-                                                  sendRateMax=30_000)  # fmt: skip
-                manifest = api.send.waitForManifest(api.send.createManifest({"/big.bin": str(src)}))
-                tid = api.send.createTransfer(dest, manifest, checkpointFrequencySeconds=0.5)["transferId"]
-                time.sleep(2.5)
-                receiver.kill9()
-                assert not (dst / "big.bin").exists()
-                time.sleep(0.5)
-                receiver.start(recv_port=receiver.recv_port)  # same address, same keys
-                done = wait_status(api, tid, timeout=120)
+        with sender() as api:
+            tid = order_to(api, receiver, src, 30_000, checkpointFrequencySeconds=0.5)
+            time.sleep(2.5)
+            receiver.kill9()
+            assert not (dst / "big.bin").exists()
+            time.sleep(0.5)
+            receiver.start(recv_port=receiver.recv_port)  # same address, same keys
+            done = wait_status(api, tid, timeout=120)
         assert done["status"] == "complete", done
         assert done["retries"] >= 1
         assert done["blocksSent"] < done["totalBlocks"]  # only what the receiver lacked
@@ -151,15 +165,12 @@ def test_source_changed_during_transfer_is_sent_again(tmp_path: Path, receiver) 
     rx, dst = receiver
     src = tmp_path / "moving.bin"
     src.write_bytes(os.urandom(12_000_000))
-    with running_server() as tx:
-        tx.add_user("tx", "tx-pw")
-        with tx.api() as api:
-            api.server.auth("tx", "tx-pw")
-            tid = order(api, rx, src, sendRateMax=20_000)
-            time.sleep(0.8)
-            new = os.urandom(12_000_000)
-            src.write_bytes(new)
-            done = wait_status(api, tid)
+    with sender() as api:
+        tid = order(api, rx, src, sendRateMax=20_000)
+        time.sleep(0.8)
+        new = os.urandom(12_000_000)
+        src.write_bytes(new)
+        done = wait_status(api, tid)
     assert done["status"] == "complete", done
     assert done["restarts"] >= 1 and "changed" in done["errorMessage"]
     assert (dst / "moving.bin").read_bytes() == new
@@ -183,16 +194,11 @@ def test_receiver_disk_full_is_a_clear_error_and_the_server_stays_up(tmp_path: P
             (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
             (src / f"d{i % 4}" / f"f{i}").write_bytes(os.urandom(4096))
     try:
-        with running_server() as tx:
-            tx.add_user("tx", "tx-pw")
-            with tx.api() as api:
-                api.server.auth("tx", "tx-pw")
-                dest = api.send.createDestination("127.0.0.1", receiver.recv_port, userName="rx", password="rx-pw")
-                manifest = api.send.waitForManifest(api.send.createManifest({"/too-big.bin": str(src)}))
-                done = wait_status(api, api.send.createTransfer(dest, manifest)["transferId"])
-                assert done["status"] == "error" and "disk full" in done["errorMessage"], done
-                if shape == "many small files":
-                    assert "file(s) failed on the receiver; the first: receiver disk full" in done["errorMessage"]
+        with sender() as api:
+            done = wait_status(api, order_to(api, receiver, src))
+            assert done["status"] == "error" and "disk full" in done["errorMessage"], done
+            if shape == "many small files":
+                assert "file(s) failed on the receiver; the first: receiver disk full" in done["errorMessage"]
         with receiver.api() as rx_api:
             assert rx_api.server.echo("still up") == "still up"
             names = {f["name"] for f in rx_api.server.getRequestResult(rx_api.server.lsAsync("/"))["files"]}
@@ -230,26 +236,20 @@ def test_receiver_killed_at_each_fault_point(tmp_path: Path, point: str) -> None
     receiver.env = {"JETTUI_FAULT": point}
     receiver.start()
     try:
-        with running_server() as tx:
-            tx.add_user("tx", "tx-pw")
-            with tx.api() as api:
-                api.server.auth("tx", "tx-pw")
-                # ~1.2 s of data at 20 Mbit/s: long enough for checkpoints every 0.2 s to happen.
-                dest = api.send.createDestination("127.0.0.1", receiver.recv_port, userName="rx", password="rx-pw",
-                                                  sendRateMax=20_000)  # fmt: skip
-                manifest = api.send.waitForManifest(api.send.createManifest({"/f.bin": str(tmp_path / "f.bin")}))
-                tid = api.send.createTransfer(dest, manifest, overwrite=OVERWRITE_VERSIONED,
-                                              checkpointFrequencySeconds=0.2)["transferId"]  # fmt: skip
-                assert receiver.proc is not None
-                receiver.proc.wait(timeout=60)  # killed by its fault point
-                assert receiver.proc.returncode == -signal.SIGKILL
-                receiver.proc.communicate()
-                assert (dst / "f.bin").read_bytes() in (old, new)  # whole old or whole new
-                for p in dst.iterdir():
-                    assert p.name == "f.bin" or p.name.startswith("f.bin") and p.name[5:] in LEFTOVERS, p.name
-                receiver.env = {}
-                receiver.start(recv_port=receiver.recv_port)
-                done = wait_status(api, tid, timeout=120)
+        with sender() as api:
+            # ~1.2 s of data at 20 Mbit/s: long enough for checkpoints every 0.2 s to happen.
+            tid = order_to(api, receiver, tmp_path / "f.bin", 20_000, overwrite=OVERWRITE_VERSIONED,
+                           checkpointFrequencySeconds=0.2)  # fmt: skip
+            assert receiver.proc is not None
+            receiver.proc.wait(timeout=60)  # killed by its fault point
+            assert receiver.proc.returncode == -signal.SIGKILL
+            receiver.proc.communicate()
+            assert (dst / "f.bin").read_bytes() in (old, new)  # whole old or whole new
+            for p in dst.iterdir():
+                assert p.name == "f.bin" or p.name.startswith("f.bin") and p.name[5:] in LEFTOVERS, p.name
+            receiver.env = {}
+            receiver.start(recv_port=receiver.recv_port)
+            done = wait_status(api, tid, timeout=120)
         assert done["status"] == "complete", done
     finally:
         receiver.stop()
@@ -273,22 +273,16 @@ def test_a_tree_into_a_new_directory_survives_a_kill_and_appears_whole(tmp_path:
     receiver.env = {"JETTUI_FAULT": "block-write:150"}
     receiver.start()
     try:
-        with running_server() as tx:
-            tx.add_user("tx", "tx-pw")
-            with tx.api() as api:
-                api.server.auth("tx", "tx-pw")
-                dest = api.send.createDestination("127.0.0.1", receiver.recv_port, userName="rx", password="rx-pw",
-                                                  sendRateMax=20_000)  # fmt: skip
-                manifest = api.send.waitForManifest(api.send.createManifest({"/tree": str(src)}))
-                tid = api.send.createTransfer(dest, manifest, checkpointFrequencySeconds=0.2)["transferId"]
-                assert receiver.proc is not None
-                receiver.proc.wait(timeout=60)  # killed by its fault point
-                receiver.proc.communicate()
-                stage, journal = sorted(p.name for p in dst.iterdir())
-                assert stage.startswith("tree.") and stage.endswith(".jetpart") and journal == f"{stage}.ckpt"
-                receiver.env = {}
-                receiver.start(recv_port=receiver.recv_port)
-                done = wait_status(api, tid, timeout=120)
+        with sender() as api:
+            tid = order_to(api, receiver, src, 20_000, checkpointFrequencySeconds=0.2)
+            assert receiver.proc is not None
+            receiver.proc.wait(timeout=60)  # killed by its fault point
+            receiver.proc.communicate()
+            stage, journal = sorted(p.name for p in dst.iterdir())
+            assert stage.startswith("tree.") and stage.endswith(".jetpart") and journal == f"{stage}.ckpt"
+            receiver.env = {}
+            receiver.start(recv_port=receiver.recv_port)
+            done = wait_status(api, tid, timeout=120)
         assert done["status"] == "complete", done
         assert done["retries"] >= 1
         # Resumed: the files the stage's journal vouches for were kept, and only those of the
@@ -311,17 +305,14 @@ def test_an_empty_source_written_after_the_manifest_is_sent_again(tmp_path: Path
     rx, dst = receiver
     src = tmp_path / "late.bin"
     src.write_bytes(b"")
-    with running_server() as tx:
-        tx.add_user("tx", "tx-pw")
-        with tx.api() as api:
-            api.server.auth("tx", "tx-pw")
-            dest = api.send.createDestination("127.0.0.1", rx.server.recv_port, userName="rx", password="rx-pw")
-            manifest = api.send.waitForManifest(api.send.createManifest({f"/{src.name}": str(src)}))
-            assert manifest["totalSize"] == 0
-            data = os.urandom(300_000)
-            src.write_bytes(data)
-            tid = int(api.send.createTransfer(dest, manifest)["transferId"])
-            done = wait_status(api, tid)
+    with sender() as api:
+        dest = api.send.createDestination("127.0.0.1", rx.server.recv_port, userName="rx", password="rx-pw")
+        manifest = api.send.waitForManifest(api.send.createManifest({f"/{src.name}": str(src)}))
+        assert manifest["totalSize"] == 0
+        data = os.urandom(300_000)
+        src.write_bytes(data)
+        tid = int(api.send.createTransfer(dest, manifest)["transferId"])
+        done = wait_status(api, tid)
     assert done["status"] == "complete", done
     assert done["restarts"] == 1 and "changed" in done["errorMessage"]
     assert (dst / "late.bin").read_bytes() == data

@@ -329,14 +329,19 @@ def _crash_case(
     return cfg, new, old
 
 
-def _crash_and_resume(
-    tmp: Path, point: str, hit: int, overwrite: int, seed: int, small: bool = False
-) -> dict[int, int]:
-    cfg, new, old = _crash_case(tmp, overwrite, seed, small)
+def _killed_at(cfg: dict[str, Any], point: str, hit: int) -> None:
+    """Run writer_job(cfg) in a process that JETTUI_FAULT kills at ``point:hit``."""
     env = dict(os.environ, JETTUI_FAULT=f"{point}:{hit}")
     proc = subprocess.run([sys.executable, "-c", _JOB, json.dumps(cfg)], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, f"{point}:{hit} was not reached: rc={proc.returncode} {proc.stderr}"
+
+
+def _crash_and_resume(
+    tmp: Path, point: str, hit: int, overwrite: int, seed: int, small: bool = False
+) -> dict[int, int]:
+    cfg, new, old = _crash_case(tmp, overwrite, seed, small)
+    _killed_at(cfg, point, hit)
     directory = Path(cfg["root"]) / "in"
     # After the kill: old-or-new complete under every final name, only recognisable leftovers.
     for name, data in new.items():
@@ -428,10 +433,7 @@ def test_crash_in_a_staged_directory_then_resume(tmp_path: Path, point: str, hit
     cfg, new, old = _crash_case(tmp_path, OVERWRITE_ALWAYS, seed=9, small=small)
     tag = "feedc0de0001"
     cfg.update(dest="/in/new", tag=tag)
-    env = dict(os.environ, JETTUI_FAULT=f"{point}:{hit}")
-    proc = subprocess.run([sys.executable, "-c", _JOB, json.dumps(cfg)], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
-    assert proc.returncode == -signal.SIGKILL, f"{point}:{hit} was not reached: rc={proc.returncode} {proc.stderr}"
+    _killed_at(cfg, point, hit)
     directory = Path(cfg["root"]) / "in"
     final = directory / "new"
     if final.exists():  # killed after the stage's rename
